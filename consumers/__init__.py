@@ -1,0 +1,1 @@
+"""Kafka ingestion: parse, validate, dead-letter, dedupe, join and buffer behaviour events."""

@@ -1,0 +1,58 @@
+"""The outside world as seen by ingestion: where messages come from and where bad ones go."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from consumers.events import Offsets, RawMessage, Rejection
+
+__all__ = ["DeadLetterSink", "EventSource"]
+
+
+class EventSource(Protocol):
+    """A consumer-group member that hands out batches of raw messages.
+
+    Contract: offsets passed to :meth:`commit` are the *next* offsets to read. A caller
+    commits only after the state those messages produced is durable; anything uncommitted
+    is redelivered after a crash or rebalance (at-least-once).
+    """
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+        """Block up to ``timeout_s`` for at most ``max_records`` messages ([] on timeout)."""
+        ...
+
+    def commit(self, offsets: Offsets) -> None:
+        """Synchronously commit ``offsets``; raises if the broker refuses them."""
+        ...
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the log end per assigned partition, as last seen by the client."""
+        ...
+
+    def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
+        """Call ``hook`` (inside poll) before partitions are taken away; commit what it returns.
+
+        The hook makes state durable and returns the offsets that state covers.
+        """
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release the connection; uncommitted offsets are not committed."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """Where rejected messages go, byte for byte, with the reason beside them.
+
+    Contract: :meth:`flush` returns only once every message sent so far is durable at the
+    sink, so a caller flushes before committing the source offsets that rejected them.
+    """
+
+    def send(self, message: RawMessage, rejection: Rejection) -> None:
+        """Queue one rejected message (non-blocking where the sink allows)."""
+        ...
+
+    def flush(self) -> None:
+        """Block until everything sent is durable; raise if any send failed."""
+        ...

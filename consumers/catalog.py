@@ -1,0 +1,53 @@
+"""The latest text of every item, and which items changed since the encoder last looked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumers.events import ItemUpdate
+
+__all__ = ["Catalog"]
+
+
+class Catalog:
+    """Item texts keyed by id; an older update (by event time) never overwrites a newer one.
+
+    The worker drains :meth:`take_changed` each cycle and re-encodes only those items,
+    so a catalog of millions costs nothing when one title changes.
+    """
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+        self._ts: dict[str, int] = {}
+        self._changed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def upsert(self, update: ItemUpdate) -> bool:
+        """Apply one update; return True if the item's text changed."""
+        old_ts = self._ts.get(update.item_id)
+        if old_ts is not None and update.ts < old_ts:
+            return False
+        self._ts[update.item_id] = update.ts
+        if self.texts.get(update.item_id) == update.text:
+            return False
+        self.texts[update.item_id] = update.text
+        self._changed.add(update.item_id)
+        return True
+
+    def take_changed(self) -> list[str]:
+        """Ids whose text changed since the last call, sorted; the set is then emptied."""
+        out = sorted(self._changed)
+        self._changed.clear()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable copy."""
+        return {"texts": self.texts, "ts": self._ts, "changed": sorted(self._changed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the contents with those of :meth:`state_dict`."""
+        self.texts = dict(state["texts"])
+        self._ts = {k: int(v) for k, v in state["ts"].items()}
+        self._changed = set(state["changed"])

@@ -1,0 +1,70 @@
+"""Drop redelivered events by ``event_id`` within a bounded window of time and count."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["Deduper"]
+
+
+class Deduper:
+    """Remembers recent event ids, bounded both by count and by event-time age.
+
+    At-least-once delivery redelivers events after a crash or rebalance; they arrive close
+    to their first delivery, so a window of recent ids is enough, and its bounds keep
+    memory flat however long the stream runs.
+
+    Args:
+        max_ids: most ids kept; the oldest is forgotten first.
+        window_ms: ids whose event time is older than the newest seen minus this are forgotten.
+
+    >>> d = Deduper(max_ids=2, window_ms=1000)
+    >>> d.seen_before("a", 0), d.seen_before("a", 10), d.seen_before("b", 20)
+    (False, True, False)
+    """
+
+    def __init__(self, max_ids: int = 1_000_000, window_ms: int = 3_600_000) -> None:
+        if max_ids < 1 or window_ms < 0:
+            raise ValueError("max_ids must be >= 1 and window_ms >= 0")
+        self.max_ids = max_ids
+        self.window_ms = window_ms
+        self._ids: OrderedDict[str, int] = OrderedDict()
+        self._newest_ts = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def seen_before(self, event_id: str, ts: int) -> bool:
+        """Return True if ``event_id`` was seen inside the window; otherwise remember it."""
+        ids = self._ids
+        if event_id in ids:
+            return True
+        ids[event_id] = ts
+        if ts > self._newest_ts:
+            self._newest_ts = ts
+        if len(ids) > self.max_ids:
+            ids.popitem(last=False)
+        self._expire()
+        return False
+
+    def _expire(self) -> None:
+        # Ids are mostly in event-time order, so the oldest sit at the front; stop at the first
+        # young one rather than scanning the whole map.
+        horizon = self._newest_ts - self.window_ms
+        ids = self._ids
+        while ids:
+            first_id = next(iter(ids))
+            if ids[first_id] >= horizon:
+                break
+            del ids[first_id]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable copy of the window."""
+        return {"ids": list(self._ids.keys()), "ts": list(self._ids.values()),
+                "newest_ts": self._newest_ts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the window with one produced by :meth:`state_dict`."""
+        self._ids = OrderedDict(zip(state["ids"], state["ts"], strict=True))
+        self._newest_ts = int(state["newest_ts"])

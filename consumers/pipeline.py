@@ -1,0 +1,198 @@
+"""One ingestion step: poll ▸ parse ▸ dead-letter ▸ dedupe ▸ join ▸ buffer, and checkpoints.
+
+The pipeline owns all ingestion state (dedupe window, joiner, catalog, replay buffers) and
+the offsets that state corresponds to. :meth:`IngestPipeline.checkpoint` makes the state
+durable through the ``persist`` callback and only then commits those offsets, so a crash at
+any point either replays messages the restored state has not seen, or replays messages
+whose ids the restored dedupe window already holds: the result is as if nothing crashed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.base import DeadLetterSink, EventSource
+from consumers.catalog import Catalog
+from consumers.dedupe import Deduper
+from consumers.events import Offsets, Reason, Rejection, Sample, sample_from_list
+from consumers.joiner import Joiner
+from consumers.parse import DEFAULT_MAX_BYTES, parse_event, parse_item
+from consumers.replay import ReplayBuffers
+
+__all__ = ["BatchReport", "IngestPipeline", "Topics"]
+
+#: Persists the pipeline state (and anything the caller adds) for the given offsets.
+PersistFn = Callable[[Offsets], None]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The three contract topics (DESIGN.md)."""
+
+    events: str = "freshrec.events"
+    items: str = "freshrec.items"
+    dlq: str = "freshrec.dlq"
+
+
+@dataclass
+class BatchReport:
+    """What one :meth:`IngestPipeline.step` did; the worker turns it into metrics."""
+
+    messages: int = 0
+    consumed: Counter[str] = field(default_factory=Counter)  # by event type, plus "item"
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    duplicates: int = 0
+    samples: int = 0
+    positives: int = 0
+    join_outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class IngestPipeline:
+    """Turns a consumer group's messages into replay-buffer samples, exactly once in effect.
+
+    Args:
+        source: the consumer-group member.
+        dead_letters: sink for rejected messages.
+        topics: contract topic names.
+        buffers, joiner, deduper, catalog: the state, injectable for tests.
+        max_message_bytes: larger messages are rejected as ``too_large``.
+        on_samples: optional callback for each batch of new samples (e.g. progressive
+            validation); called before the samples enter the buffers.
+    """
+
+    def __init__(self, source: EventSource, dead_letters: DeadLetterSink,
+                 topics: Topics | None = None, *, buffers: ReplayBuffers | None = None,
+                 joiner: Joiner | None = None, deduper: Deduper | None = None,
+                 catalog: Catalog | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_BYTES, max_fresh: int = 200_000) -> None:
+        self.source = source
+        self.dead_letters = dead_letters
+        self.topics = topics or Topics()
+        self.buffers = buffers or ReplayBuffers()
+        self.joiner = joiner or Joiner()
+        self.deduper = deduper or Deduper()
+        self.catalog = catalog or Catalog()
+        self.max_message_bytes = max_message_bytes
+        self.max_fresh = max_fresh
+        self.offsets: Offsets = {}
+        self.fresh: list[Sample] = []  # samples not yet seen by the trainer
+        self._committed: Offsets = {}
+        self._persist: PersistFn | None = None
+        source.set_revoke_hook(self._on_revoke)
+
+    def set_persist(self, persist: PersistFn) -> None:
+        """Install the durable-snapshot callback that :meth:`checkpoint` runs before commit."""
+        self._persist = persist
+
+    def step(self, max_records: int = 5000, timeout_s: float = 0.2) -> BatchReport:
+        """Poll one batch and process it; never raises for bad message content."""
+        report = BatchReport()
+        messages = self.source.poll_batch(max_records, timeout_s)
+        if not messages:
+            return report
+        report.messages = len(messages)
+        before = Counter(self.joiner.outcomes)
+        new: list[Sample] = []
+        events_topic, items_topic = self.topics.events, self.topics.items
+        limit = self.max_message_bytes
+        offsets = self.offsets
+        for msg in messages:
+            offsets[(msg.topic, msg.partition)] = msg.offset + 1
+            if msg.topic == events_topic:
+                event = parse_event(msg.value, limit)
+                if isinstance(event, Rejection):
+                    self._reject(msg, event, report)
+                elif self.deduper.seen_before(event.event_id, event.ts):
+                    report.duplicates += 1
+                else:
+                    report.consumed[event.type] += 1
+                    self.joiner.add(event, new)
+            elif msg.topic == items_topic:
+                item = parse_item(msg.value, limit)
+                if isinstance(item, Rejection):
+                    self._reject(msg, item, report)
+                else:
+                    report.consumed["item"] += 1
+                    self.catalog.upsert(item)
+            else:
+                self._reject(msg, Rejection(Reason.UNKNOWN_TOPIC, msg.topic), report)
+        self._accept(new, report)
+        report.join_outcomes = self.joiner.outcomes - before
+        return report
+
+    def flush_joins(self) -> int:
+        """Close all pending impressions as negatives (end of a finite run); returns count."""
+        new: list[Sample] = []
+        self.joiner.flush(new)
+        self._accept(new, BatchReport())
+        return len(new)
+
+    def checkpoint(self) -> Offsets:
+        """Make state durable, then commit the offsets it covers. Returns what was committed.
+
+        Order matters: dead letters flushed, state persisted, offsets committed. A failure
+        at any step raises and leaves the offsets uncommitted, so nothing is lost.
+        """
+        pending = self._make_durable()
+        if pending:
+            self.source.commit(pending)
+            self._committed.update(pending)
+        return pending
+
+    def _make_durable(self) -> Offsets:
+        pending = {tp: off for tp, off in self.offsets.items() if self._committed.get(tp) != off}
+        self.dead_letters.flush()
+        if self._persist is not None:
+            self._persist(dict(self.offsets))
+        return pending
+
+    def _on_revoke(self) -> Offsets:
+        # Persist everything processed so far; the source commits it before the partitions
+        # move, so the next owner starts exactly where this one stopped.
+        pending = self._make_durable()
+        self._committed.update(pending)
+        return pending
+
+    def _reject(self, msg: Any, rejection: Rejection, report: BatchReport) -> None:
+        self.dead_letters.send(msg, rejection)
+        report.rejected[rejection.reason.value] += 1
+
+    def _accept(self, new: list[Sample], report: BatchReport) -> None:
+        add = self.buffers.add
+        for s in new:
+            add(s)
+        self.fresh.extend(new)
+        if len(self.fresh) > self.max_fresh:
+            # Nobody is draining (ingest-only mode): the samples are in the buffers anyway.
+            del self.fresh[: len(self.fresh) - self.max_fresh]
+        report.samples += len(new)
+        report.positives += sum(s.label for s in new)
+
+    def take_fresh(self) -> list[Sample]:
+        """Samples produced since the last call (for progressive validation), oldest first."""
+        out, self.fresh = self.fresh, []
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """All ingestion state as JSON-serialisable data."""
+        return {
+            "offsets": [[t, p, o] for (t, p), o in self.offsets.items()],
+            "joiner": self.joiner.state_dict(),
+            "deduper": self.deduper.state_dict(),
+            "buffers": self.buffers.state_dict(),
+            "catalog": self.catalog.state_dict(),
+            "fresh": [list(s) for s in self.fresh],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state saved by :meth:`state_dict` (call before the first step)."""
+        self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
+        self._committed = {}
+        self.joiner.load_state_dict(state["joiner"])
+        self.deduper.load_state_dict(state["deduper"])
+        self.buffers.load_state_dict(state["buffers"])
+        self.catalog.load_state_dict(state["catalog"])
+        self.fresh = [sample_from_list(f) for f in state["fresh"]]

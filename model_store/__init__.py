@@ -1,0 +1,1 @@
+"""Versioned checkpoints on disk and versioned item vectors in Redis."""

@@ -1,0 +1,100 @@
+from consumers.events import BehaviourEvent
+from consumers.joiner import Joiner
+from consumers.parse import parse_event
+from tests.helpers import encode, event
+
+MIN = 60_000
+
+
+def ev(etype, eid, ts, req="r1", item="i1", user="u1") -> BehaviourEvent:
+    got = parse_event(encode(event(etype, eid=eid, ts=ts, req=req, item=item, user=user)))
+    assert isinstance(got, BehaviourEvent)
+    return got
+
+
+def run(events, window_ms=30 * MIN, flush=True):
+    j, out = Joiner(window_ms=window_ms), []
+    for e in events:
+        j.add(e, out)
+    if flush:
+        j.flush(out)
+    return j, [(s.request_id, s.item_id, s.label) for s in out]
+
+
+def test_click_inside_window_is_positive_once():
+    j, got = run([ev("impression", "a", 0), ev("click", "b", 5 * MIN)])
+    assert got == [("r1", "i1", 1)]
+    assert sum(j.outcomes.values()) == 0
+
+
+def test_impression_without_click_closes_negative_when_window_passes():
+    j, got = run([ev("impression", "a", 0), ev("impression", "x", 31 * MIN, req="r2")],
+                 flush=False)
+    assert got == [("r1", "i1", 0)]
+    assert j.pending == 1
+
+
+def test_click_past_window_closes_the_impression_first_and_is_late():
+    # The click advances event time past the window: the impression closes, then it is late.
+    j, got = run([ev("impression", "a", 0), ev("click", "b", 31 * MIN)], flush=False)
+    assert got == [("r1", "i1", 0)]  # the click advanced the watermark and closed it
+    assert j.outcomes["late_click"] == 1
+
+
+def test_click_past_window_while_still_pending_counts_outside_window():
+    j = Joiner(window_ms=30 * MIN)
+    out = []
+    j.add(ev("impression", "a", 10 * MIN), out)
+    j.watermark = 50 * MIN  # pretend another partition pushed event time on
+    j._pending.move_to_end(("r1", "i1"))  # still pending: expiry runs only on advance
+    j.add(ev("click", "b", 45 * MIN), out)
+    assert out == [] and j.outcomes["click_outside_window"] == 1
+
+
+def test_late_click_after_negative_is_counted_not_relabelled():
+    j, got = run([ev("impression", "a", 0), ev("impression", "x", 40 * MIN, req="r2"),
+                  ev("click", "b", 10 * MIN)], flush=False)
+    assert got == [("r1", "i1", 0)]
+    assert j.outcomes["late_click"] == 1
+
+
+def test_orphan_click_is_counted_not_invented():
+    j, got = run([ev("click", "b", 0, req="nope")])
+    assert got == [] and j.outcomes["orphan_click"] == 1
+
+
+def test_duplicate_click_gives_one_positive():
+    j, got = run([ev("impression", "a", 0), ev("click", "b", MIN), ev("click", "c", 2 * MIN)])
+    assert got == [("r1", "i1", 1)]
+    assert j.outcomes["duplicate_click"] == 1
+
+
+def test_purchase_counts_as_positive_and_items_of_one_request_join_separately():
+    _, got = run([ev("impression", "a", 0, item="i1"), ev("impression", "b", 0, item="i2"),
+                  ev("purchase", "c", MIN, item="i2")])
+    assert sorted(got) == [("r1", "i1", 0), ("r1", "i2", 1)]
+
+
+def test_samples_carry_history_before_the_impression():
+    j, out = Joiner(), []
+    for e in [ev("impression", "1", 0, req="r1", item="a"), ev("click", "2", 1, req="r1", item="a"),
+              ev("impression", "3", 2, req="r2", item="b"), ev("click", "4", 3, req="r2", item="b"),
+              ev("impression", "5", 4, req="r3", item="c")]:
+        j.add(e, out)
+    j.flush(out)
+    hist = {s.item_id: s.history for s in out}
+    assert hist == {"a": (), "b": ("a",), "c": ("b", "a")}
+
+
+def test_state_round_trip_continues_identically():
+    events = [ev("impression", "a", 0), ev("impression", "b", 0, req="r2"),
+              ev("click", "c", MIN)]
+    j1, out1 = Joiner(), []
+    for e in events[:2]:
+        j1.add(e, out1)
+    j2 = Joiner()
+    j2.load_state_dict(j1.state_dict())
+    for j, out in ((j1, out1), (j2, list(out1))):
+        j.add(events[2], out)
+        j.flush(out)
+    assert [tuple(s) for s in out1] == [tuple(s) for s in out]

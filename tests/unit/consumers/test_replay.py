@@ -1,0 +1,64 @@
+import math
+
+from scipy import stats
+
+from consumers.events import Sample
+from consumers.replay import ReplayBuffers, Reservoir
+
+
+def s(i: int) -> Sample:
+    return Sample(i, f"u{i}", f"i{i}", i % 2, "a", f"r{i}", 0, 1.0, (f"h{i}",))
+
+
+def test_reservoir_inclusion_is_uniform_over_a_long_stream():
+    # 2,000 seeded runs of a 1,000-long stream into a 50-slot reservoir: each position's
+    # inclusion count is Binomial(2000, 0.05). Chi-square over 10 position deciles.
+    n, cap, runs = 1000, 50, 2000
+    counts = [0] * n
+    for seed in range(runs):
+        r = Reservoir(cap, seed=seed)
+        for i in range(n):
+            r.add(i)  # type: ignore[arg-type]
+        for x in r.items:
+            counts[x] += 1  # type: ignore[index]
+    deciles = [sum(counts[k * 100:(k + 1) * 100]) for k in range(10)]
+    expected = runs * cap / 10
+    chi2 = sum((c - expected) ** 2 / expected for c in deciles)
+    assert stats.chi2.sf(chi2, df=9) > 0.001, deciles
+    # The first and last items, the classic failure points, are within 4 sigma.
+    sigma = math.sqrt(runs * 0.05 * 0.95)
+    assert abs(counts[0] - runs * 0.05) < 4 * sigma
+    assert abs(counts[-1] - runs * 0.05) < 4 * sigma
+
+
+def test_mixed_sampling_respects_the_recent_share():
+    b = ReplayBuffers(recent_capacity=10, reservoir_capacity=1000, recent_share=0.8, seed=1)
+    for i in range(1000):
+        b.add(s(i))
+    got = b.sample(1000)
+    from_recent = sum(x.ts >= 990 for x in got)
+    # 800 drawn from the recent window + the reservoir's share of the last 10 (~1%).
+    assert 790 <= from_recent <= 830
+    assert len(b.sample(10, recent_share=0.0)) == 10
+
+
+def test_empty_buffers_sample_nothing_and_one_empty_buffer_falls_back():
+    b = ReplayBuffers(recent_capacity=5, reservoir_capacity=5)
+    assert b.sample(4) == []
+    b.add(s(1))
+    assert len(b.sample(4)) == 4
+
+
+def test_snapshot_restore_gives_the_same_buffers_and_continues_identically():
+    a = ReplayBuffers(recent_capacity=20, reservoir_capacity=30, seed=3)
+    for i in range(200):
+        a.add(s(i))
+    b = ReplayBuffers(recent_capacity=20, reservoir_capacity=30, seed=99)
+    b.load_state_dict(a.state_dict())
+    assert list(a.recent.items) == list(b.recent.items)
+    assert a.reservoir.items == b.reservoir.items
+    for i in range(200, 400):
+        a.add(s(i))
+        b.add(s(i))
+    assert a.reservoir.items == b.reservoir.items
+    assert a.sample(50) == b.sample(50)

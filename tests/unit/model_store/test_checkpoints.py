@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from model_store.checkpoints import CheckpointError, CheckpointStore
+
+
+def test_round_trip_state_and_tensors(tmp_path):
+    store = CheckpointStore(tmp_path)
+    t = {"w": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    store.save({"a": [1, 2], "b": {"c": "d"}}, t, meta={"offsets": [["t", 0, 5]]})
+    got = store.load_latest()
+    assert got is not None and got.state == {"a": [1, 2], "b": {"c": "d"}}
+    np.testing.assert_array_equal(got.tensors["w"], t["w"])
+    assert got.meta["offsets"] == [["t", 0, 5]]
+
+
+def test_retention_keeps_newest(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for i in range(5):
+        store.save({"i": i})
+    assert [p.name for p in store.list()] == ["ckpt-000000004", "ckpt-000000005"]
+    assert store.load_latest().state == {"i": 4}
+
+
+def test_corrupt_checkpoint_is_refused_and_last_good_loads(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save({"i": 1}, {"w": np.ones(3, dtype=np.float32)})
+    bad = store.save({"i": 2}, {"w": np.ones(3, dtype=np.float32)})
+    data = bytearray((bad / "tensors.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "tensors.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        store.load(bad)
+    assert store.load_latest().state == {"i": 1}
+
+
+def test_foreign_checkpoint_is_refused_with_clear_error(tmp_path):
+    store = CheckpointStore(tmp_path)
+    foreign = tmp_path / "ckpt-000000009"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"format": "pytorch", "files": {}}')
+    with pytest.raises(CheckpointError, match="not a freshrec checkpoint"):
+        store.load(foreign)
+    pickle_like = tmp_path / "ckpt-000000010"
+    pickle_like.mkdir()
+    (pickle_like / "manifest.json").write_bytes(b"\x80\x04\x95pickle")
+    with pytest.raises(CheckpointError, match="unreadable manifest"):
+        store.load(pickle_like)
+    assert store.load_latest() is None
+
+
+def test_manifest_naming_other_files_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path)
+    p = store.save({"i": 1})
+    (p / "model.pt").write_bytes(b"x")
+    text = (p / "manifest.json").read_text().replace('"files": {', '"files": {"model.pt": "00",')
+    (p / "manifest.json").write_text(text)
+    with pytest.raises(CheckpointError, match="unexpected file"):
+        store.load(p)

