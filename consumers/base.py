@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from consumers.events import Offsets, RawMessage, Rejection
+from consumers.events import Message, Offsets, Rejection
 
 __all__ = ["DeadLetterSink", "EventSource"]
 
@@ -18,7 +18,7 @@ class EventSource(Protocol):
     is redelivered after a crash or rebalance (at-least-once).
     """
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         """Block up to ``timeout_s`` for at most ``max_records`` messages ([] on timeout)."""
         ...
 
@@ -49,7 +49,7 @@ class DeadLetterSink(Protocol):
     sink, so a caller flushes before committing the source offsets that rejected them.
     """
 
-    def send(self, message: RawMessage, rejection: Rejection) -> None:
+    def send(self, message: Message, rejection: Rejection) -> None:
         """Queue one rejected message (non-blocking where the sink allows)."""
         ...
 

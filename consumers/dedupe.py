@@ -22,6 +22,9 @@ class Deduper:
     >>> d = Deduper(max_ids=2, window_ms=1000)
     >>> d.seen_before("a", 0), d.seen_before("a", 10), d.seen_before("b", 20)
     (False, True, False)
+    >>> d.seen_before("c", 30); d.trim(); len(d)
+    False
+    2
     """
 
     def __init__(self, max_ids: int = 1_000_000, window_ms: int = 3_600_000) -> None:
@@ -43,16 +46,16 @@ class Deduper:
         ids[event_id] = ts
         if ts > self._newest_ts:
             self._newest_ts = ts
-        if len(ids) > self.max_ids:
-            ids.popitem(last=False)
-        self._expire()
         return False
 
-    def _expire(self) -> None:
+    def trim(self) -> None:
+        """Forget ids beyond the count bound or older than the window (call once per batch)."""
+        ids = self._ids
+        while len(ids) > self.max_ids:
+            ids.popitem(last=False)
         # Ids are mostly in event-time order, so the oldest sit at the front; stop at the first
         # young one rather than scanning the whole map.
         horizon = self._newest_ts - self.window_ms
-        ids = self._ids
         while ids:
             first_id = next(iter(ids))
             if ids[first_id] >= horizon:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from consumers.events import RawMessage, Rejection
+from consumers.events import Message, Rejection
 
 __all__ = ["dlq_headers", "MemoryDeadLetters"]
 
 
-def dlq_headers(message: RawMessage, rejection: Rejection) -> list[tuple[str, bytes]]:
+def dlq_headers(message: Message, rejection: Rejection) -> list[tuple[str, bytes]]:
     """Kafka headers that let an operator find, understand and replay a rejected message."""
     return [
         ("freshrec.reason", rejection.reason.value.encode()),
@@ -22,9 +22,9 @@ class MemoryDeadLetters:
     """In-memory :class:`~consumers.base.DeadLetterSink` for unit tests and dry runs."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[RawMessage, Rejection]] = []
+        self.records: list[tuple[Message, Rejection]] = []
 
-    def send(self, message: RawMessage, rejection: Rejection) -> None:
+    def send(self, message: Message, rejection: Rejection) -> None:
         """Keep the record in memory."""
         self.records.append((message, rejection))
 

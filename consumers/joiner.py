@@ -3,14 +3,21 @@
 An impression waits ``window_ms`` of event time for a click or purchase with the same
 ``(request_id, item_id)``. A click inside the window emits a positive sample at once; an
 impression whose window closes without one emits a negative. Event time advances with the
-newest event seen (the watermark), so the labels depend only on the events, not on when
-they were processed.
+watermark. With one stream that is the newest event time seen; a caller reading several
+partitions passes the minimum over partitions instead (see :mod:`consumers.pipeline`), so a
+partition that is read ahead of another cannot close the other's impressions early: the
+labels depend only on the events, not on how the partitions interleave. Expiry runs in
+:meth:`Joiner.expire`, once per batch: closing an impression a few events later changes no
+label, since a click past the window never counts.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
+from itertools import islice
 from typing import Any
+
+import msgspec
 
 from consumers.events import BehaviourEvent, Sample
 
@@ -26,14 +33,7 @@ JOIN_OUTCOMES = (
 )
 
 _Key = tuple[str, str]
-
-
-class _Pending:
-    __slots__ = ("event", "history")
-
-    def __init__(self, event: BehaviourEvent, history: tuple[str, ...]) -> None:
-        self.event = event
-        self.history = history
+_Pending = tuple[BehaviourEvent, tuple[str, ...]]  # the impression, the history it saw
 
 
 class Joiner:
@@ -54,9 +54,13 @@ class Joiner:
         self.closed_memory = closed_memory
         self.watermark = 0
         self.outcomes: Counter[str] = Counter()
-        self._pending: OrderedDict[_Key, _Pending] = OrderedDict()
-        self._closed: OrderedDict[_Key, bool] = OrderedDict()  # key -> had a positive
-        self._history: OrderedDict[str, deque[str]] = OrderedDict()
+        # Plain dicts (insertion-ordered, faster than OrderedDict) plus a deque that records
+        # arrival order for expiry; a key already joined is simply skipped when popped.
+        self._pending: dict[_Key, _Pending] = {}
+        self._order: deque[tuple[int, _Key]] = deque()
+        self._closed: dict[_Key, bool] = {}  # key -> had a positive
+        # Histories are immutable tuples: an impression just keeps a reference (no copy).
+        self._history: dict[str, tuple[str, ...]] = {}
 
     @property
     def pending(self) -> int:
@@ -64,36 +68,52 @@ class Joiner:
         return len(self._pending)
 
     def add(self, event: BehaviourEvent, out: list[Sample]) -> None:
-        """Feed one event; append any samples it completes (or expires) to ``out``."""
+        """Feed one event; append the positive sample it completes, if any, to ``out``.
+
+        Call :meth:`expire` after a batch to close impressions whose window has passed.
+        """
         if event.ts > self.watermark:
             self.watermark = event.ts
-            self._expire(out)
         key = (event.request_id, event.item_id)
         if event.type == "impression":
-            self._on_impression(key, event)
+            if key in self._pending or key in self._closed:
+                self.outcomes["duplicate_impression"] += 1
+                return
+            self._pending[key] = (event, self._history.get(event.user_id, ()))
+            self._order.append((event.ts, key))
         else:
             self._on_positive(key, event, out)
 
+    def expire(self, out: list[Sample], watermark: int | None = None) -> None:
+        """Close impressions whose window ended before the watermark, as negatives.
+
+        Args:
+            out: receives the negative samples.
+            watermark: event time known complete; default the newest event time seen.
+        """
+        horizon = (self.watermark if watermark is None else watermark) - self.window_ms
+        pending, order = self._pending, self._order
+        # Impressions arrive (nearly) in event-time order: stop at the first open one.
+        while order and order[0][0] < horizon:
+            key = order.popleft()[1]
+            pend = pending.pop(key, None)
+            if pend is not None:
+                self._remember_closed(key, False)
+                out.append(_sample(pend[0], 0, pend[1]))
+        self._trim()
+
     def flush(self, out: list[Sample]) -> None:
         """Close every pending impression as a negative (used at shutdown of a finite run)."""
-        self.watermark = max(self.watermark, 1 << 62)
-        self._expire(out)
+        for key, (imp, history) in self._pending.items():
+            self._remember_closed(key, False)
+            out.append(_sample(imp, 0, history))
+        self._pending.clear()
+        self._order.clear()
+        self._trim()
 
     def history(self, user_id: str) -> tuple[str, ...]:
         """The user's recent positive items, newest first."""
-        got = self._history.get(user_id)
-        return tuple(got) if got else ()
-
-    def _on_impression(self, key: _Key, event: BehaviourEvent) -> None:
-        if key in self._pending or key in self._closed:
-            self.outcomes["duplicate_impression"] += 1
-            return
-        if event.ts + self.window_ms < self.watermark:
-            # Arrived after its own window closed: a negative by definition, never a positive.
-            self._pending[key] = _Pending(event, self.history(event.user_id))
-            self._pending.move_to_end(key, last=False)
-            return
-        self._pending[key] = _Pending(event, self.history(event.user_id))
+        return self._history.get(user_id, ())
 
     def _on_positive(self, key: _Key, event: BehaviourEvent, out: list[Sample]) -> None:
         pend = self._pending.get(key)
@@ -106,51 +126,37 @@ class Joiner:
             else:
                 self.outcomes["late_click"] += 1
             return
-        imp = pend.event
+        imp, history = pend
         if event.ts > imp.ts + self.window_ms:
             self.outcomes["click_outside_window"] += 1
             return
         del self._pending[key]
         self._remember_closed(key, True)
-        out.append(_sample(imp, 1, pend.history))
+        out.append(_sample(imp, 1, history))
         self._push_history(imp.user_id, imp.item_id)
-
-    def _expire(self, out: list[Sample]) -> None:
-        horizon = self.watermark - self.window_ms
-        pending = self._pending
-        # Pending impressions are (nearly) in event-time order: stop at the first open one.
-        while pending:
-            key, pend = next(iter(pending.items()))
-            if pend.event.ts >= horizon:
-                break
-            del pending[key]
-            self._remember_closed(key, False)
-            out.append(_sample(pend.event, 0, pend.history))
 
     def _remember_closed(self, key: _Key, positive: bool) -> None:
         self._closed[key] = positive
-        if len(self._closed) > self.closed_memory:
-            self._closed.popitem(last=False)
 
     def _push_history(self, user_id: str, item_id: str) -> None:
-        hist = self._history.get(user_id)
-        if hist is None:
-            hist = self._history[user_id] = deque(maxlen=self.history_len)
-            if len(self._history) > self.max_users:
-                self._history.popitem(last=False)
-        else:
-            self._history.move_to_end(user_id)
-        if item_id in hist:
-            hist.remove(item_id)
-        hist.appendleft(item_id)
+        hist = self._history.pop(user_id, ())  # re-insert: most recently active last
+        self._history[user_id] = (item_id, *(i for i in hist if i != item_id))[
+            : self.history_len]
+
+    def _trim(self) -> None:
+        # Amortised O(1): when a map outgrows its bound, keep its newest half.
+        if len(self._closed) > self.closed_memory:
+            self._closed = _newest(self._closed, self.closed_memory // 2)
+        if len(self._history) > self.max_users:
+            self._history = _newest(self._history, self.max_users // 2)
 
     def state_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable copy of all join state."""
         return {
             "watermark": self.watermark,
             "outcomes": dict(self.outcomes),
-            "pending": [[list(p.event[:10]), p.event.context, list(p.history)]
-                        for p in self._pending.values()],
+            "pending": [[list(msgspec.structs.astuple(imp)), list(hist)]
+                        for imp, hist in self._pending.values()],
             "closed": [[k[0], k[1], v] for k, v in self._closed.items()],
             "history": {u: list(h) for u, h in self._history.items()},
         }
@@ -159,13 +165,18 @@ class Joiner:
         """Replace all join state with one produced by :meth:`state_dict`."""
         self.watermark = int(state["watermark"])
         self.outcomes = Counter(state["outcomes"])
-        self._pending = OrderedDict()
-        for fields, context, history in state["pending"]:
-            ev = BehaviourEvent._make([*fields, context])
-            self._pending[(ev.request_id, ev.item_id)] = _Pending(ev, tuple(history))
-        self._closed = OrderedDict(((r, i), bool(v)) for r, i, v in state["closed"])
-        self._history = OrderedDict(
-            (u, deque(h, maxlen=self.history_len)) for u, h in state["history"].items())
+        self._pending, self._order = {}, deque()
+        for fields, history in state["pending"]:
+            ev = BehaviourEvent(*fields)
+            key = (ev.request_id, ev.item_id)
+            self._pending[key] = (ev, tuple(history))
+            self._order.append((ev.ts, key))
+        self._closed = {(r, i): bool(v) for r, i, v in state["closed"]}
+        self._history = {u: tuple(h) for u, h in state["history"].items()}
+
+
+def _newest(d: dict[Any, Any], n: int) -> dict[Any, Any]:
+    return dict(islice(d.items(), len(d) - n, None))
 
 
 def _sample(imp: BehaviourEvent, label: int, history: tuple[str, ...]) -> Sample:

@@ -14,7 +14,7 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.dlq import dlq_headers
-from consumers.events import Offsets, RawMessage, Rejection
+from consumers.events import Message, Offsets, Rejection
 
 __all__ = ["KafkaDeadLetterSink", "KafkaEventSource", "ensure_topics"]
 
@@ -76,13 +76,12 @@ class KafkaEventSource:
         """Install the callback run before partitions are revoked; it returns what to commit."""
         self.revoke_hook = hook
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[RawMessage]:
-        """Poll once; flatten the per-partition records into one list in arrival order."""
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Poll once; flatten the per-partition records into one list (no copies)."""
         polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        out: list[RawMessage] = []
+        out: list[Message] = []
         for records in polled.values():
-            out.extend(RawMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                       for r in records)
+            out.extend(records)  # ConsumerRecord already satisfies Message
         return out
 
     def commit(self, offsets: Offsets) -> None:
@@ -133,7 +132,7 @@ class KafkaDeadLetterSink:
         self._producer = KafkaProducer(acks="all", linger_ms=5, **client_options)
         self._futures: list[Any] = []
 
-    def send(self, message: RawMessage, rejection: Rejection) -> None:
+    def send(self, message: Message, rejection: Rejection) -> None:
         """Queue the message; failures surface in :meth:`flush`."""
         self._futures.append(self._producer.send(
             self.topic, key=message.key, value=message.value or b"",

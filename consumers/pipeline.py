@@ -9,6 +9,7 @@ whose ids the restored dedupe window already holds: the result is as if nothing 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from typing import Any
 from consumers.base import DeadLetterSink, EventSource
 from consumers.catalog import Catalog
 from consumers.dedupe import Deduper
-from consumers.events import Offsets, Reason, Rejection, Sample, sample_from_list
+from consumers.events import (
+    Message,
+    Offsets,
+    Reason,
+    Rejection,
+    Sample,
+    sample_from_list,
+    sample_to_list,
+)
 from consumers.joiner import Joiner
 from consumers.parse import DEFAULT_MAX_BYTES, parse_event, parse_item
 from consumers.replay import ReplayBuffers
@@ -67,7 +76,8 @@ class IngestPipeline:
                  topics: Topics | None = None, *, buffers: ReplayBuffers | None = None,
                  joiner: Joiner | None = None, deduper: Deduper | None = None,
                  catalog: Catalog | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_BYTES, max_fresh: int = 200_000) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_BYTES, max_fresh: int = 200_000,
+                 idle_partition_s: float = 30.0) -> None:
         self.source = source
         self.dead_letters = dead_letters
         self.topics = topics or Topics()
@@ -77,9 +87,13 @@ class IngestPipeline:
         self.catalog = catalog or Catalog()
         self.max_message_bytes = max_message_bytes
         self.max_fresh = max_fresh
+        self.idle_partition_s = idle_partition_s
         self.offsets: Offsets = {}
         self.fresh: list[Sample] = []  # samples not yet seen by the trainer
         self._committed: Offsets = {}
+        # Newest event time per events partition, and when it last moved (monotonic s):
+        # the join watermark is the minimum over partitions that are not idle.
+        self._partition_ts: dict[tuple[str, int], list[float]] = {}
         self._persist: PersistFn | None = None
         source.set_revoke_hook(self._on_revoke)
 
@@ -98,14 +112,22 @@ class IngestPipeline:
         new: list[Sample] = []
         events_topic, items_topic = self.topics.events, self.topics.items
         limit = self.max_message_bytes
-        offsets = self.offsets
+        offsets, part_ts = self.offsets, self._partition_ts
+        now = time.monotonic()
         for msg in messages:
-            offsets[(msg.topic, msg.partition)] = msg.offset + 1
+            tp = (msg.topic, msg.partition)
+            offsets[tp] = msg.offset + 1
             if msg.topic == events_topic:
                 event = parse_event(msg.value, limit)
                 if isinstance(event, Rejection):
                     self._reject(msg, event, report)
-                elif self.deduper.seen_before(event.event_id, event.ts):
+                    continue
+                seen = part_ts.get(tp)
+                if seen is None:
+                    part_ts[tp] = [event.ts, now]
+                elif event.ts > seen[0]:
+                    seen[0], seen[1] = event.ts, now
+                if self.deduper.seen_before(event.event_id, event.ts):
                     report.duplicates += 1
                 else:
                     report.consumed[event.type] += 1
@@ -119,13 +141,29 @@ class IngestPipeline:
                     self.catalog.upsert(item)
             else:
                 self._reject(msg, Rejection(Reason.UNKNOWN_TOPIC, msg.topic), report)
+        self.joiner.expire(new, self.watermark(now))
+        self.deduper.trim()
         self._accept(new, report)
         report.join_outcomes = self.joiner.outcomes - before
         return report
 
+    def watermark(self, now_s: float | None = None) -> int:
+        """Event time up to which every active events partition has been read.
+
+        A partition whose newest event time has not moved for ``idle_partition_s`` (it went
+        quiet, or moved to another member) stops holding the watermark back.
+        """
+        now = time.monotonic() if now_s is None else now_s
+        active = [ts for ts, moved in self._partition_ts.values()
+                  if now - moved < self.idle_partition_s]
+        if active:
+            return int(min(active))
+        return int(max((ts for ts, _ in self._partition_ts.values()), default=0))
+
     def flush_joins(self) -> int:
         """Close all pending impressions as negatives (end of a finite run); returns count."""
         new: list[Sample] = []
+        self.joiner.expire(new)
         self.joiner.flush(new)
         self._accept(new, BatchReport())
         return len(new)
@@ -156,7 +194,7 @@ class IngestPipeline:
         self._committed.update(pending)
         return pending
 
-    def _reject(self, msg: Any, rejection: Rejection, report: BatchReport) -> None:
+    def _reject(self, msg: Message, rejection: Rejection, report: BatchReport) -> None:
         self.dead_letters.send(msg, rejection)
         report.rejected[rejection.reason.value] += 1
 
@@ -180,17 +218,20 @@ class IngestPipeline:
         """All ingestion state as JSON-serialisable data."""
         return {
             "offsets": [[t, p, o] for (t, p), o in self.offsets.items()],
+            "partition_ts": [[t, p, ts] for (t, p), (ts, _) in self._partition_ts.items()],
             "joiner": self.joiner.state_dict(),
             "deduper": self.deduper.state_dict(),
             "buffers": self.buffers.state_dict(),
             "catalog": self.catalog.state_dict(),
-            "fresh": [list(s) for s in self.fresh],
+            "fresh": [sample_to_list(s) for s in self.fresh],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state saved by :meth:`state_dict` (call before the first step)."""
         self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
         self._committed = {}
+        now = time.monotonic()
+        self._partition_ts = {(t, int(p)): [ts, now] for t, p, ts in state["partition_ts"]}
         self.joiner.load_state_dict(state["joiner"])
         self.deduper.load_state_dict(state["deduper"])
         self.buffers.load_state_dict(state["buffers"])

@@ -12,7 +12,7 @@ import random
 from collections import deque
 from typing import Any
 
-from consumers.events import Sample, sample_from_list
+from consumers.events import Sample, sample_from_list, sample_to_list
 
 __all__ = ["RecentWindow", "ReplayBuffers", "Reservoir"]
 
@@ -112,8 +112,8 @@ class ReplayBuffers:
     def state_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable copy of both buffers and the random states."""
         return {
-            "recent": [list(s) for s in self.recent.items],
-            "reservoir": [list(s) for s in self.reservoir.items],
+            "recent": [sample_to_list(s) for s in self.recent.items],
+            "reservoir": [sample_to_list(s) for s in self.reservoir.items],
             "seen": self.reservoir.seen,
             "reservoir_rng": _rng_to_json(self.reservoir.rng_state()),
             "sampler_rng": _rng_to_json(self._rng.getstate()),

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
@@ -76,7 +76,7 @@ class CheckpointStore:
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        files = {_STATE: gzip.compress(orjson.dumps(state), compresslevel=1)}
+        files = {_STATE: gzip.compress(msgspec.json.encode(state), compresslevel=1)}
         if tensors:
             files[_TENSORS] = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
         manifest = {
@@ -85,7 +85,7 @@ class CheckpointStore:
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "meta": meta or {},
         }
-        files[_MANIFEST] = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+        files[_MANIFEST] = msgspec.json.format(msgspec.json.encode(manifest), indent=2)
         for name, data in files.items():
             _write_synced(tmp / name, data)
         os.rename(tmp, final)
@@ -98,8 +98,8 @@ class CheckpointStore:
         path = Path(path)
         manifest_path = path / _MANIFEST
         try:
-            manifest = orjson.loads(manifest_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
+            manifest = msgspec.json.decode(manifest_path.read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
             raise CheckpointError(f"{path}: unreadable manifest ({exc})") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a freshrec checkpoint (foreign manifest)")
@@ -120,7 +120,7 @@ class CheckpointStore:
         if _STATE not in blobs:
             raise CheckpointError(f"{path}: manifest lists no state file")
         try:
-            state = orjson.loads(gzip.decompress(blobs[_STATE]))
+            state = msgspec.json.decode(gzip.decompress(blobs[_STATE]))
             tensors = st_load(blobs[_TENSORS]) if _TENSORS in blobs else {}
         except Exception as exc:  # noqa: BLE001 - any decode failure means unusable
             raise CheckpointError(f"{path}: cannot decode ({exc})") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumers.events import Offsets, RawMessage
+from consumers.events import Message, Offsets, RawMessage
 
 
 class ListSource:
@@ -16,7 +16,7 @@ class ListSource:
         self.committed: Offsets = {}
         self.revoke_hook: Callable[[], Offsets] | None = None
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         batch = self.messages[self.pos:self.pos + max_records]
         self.pos += len(batch)
         return batch

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
+import msgspec
 
 from consumers.events import RawMessage, Sample
 from consumers.joiner import Joiner
@@ -21,7 +21,7 @@ def event(etype: str, *, eid: str, ts: int, user: str = "u1", item: str = "i1",
 
 
 def encode(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+    return msgspec.json.encode(obj)
 
 
 def traffic(n_requests: int, seed: int = 0, t0: int = 1_700_000_000_000,
@@ -67,6 +67,7 @@ def expected_samples(events: list[dict[str, Any]], window_ms: int = 30 * 60 * 10
             continue
         seen.add(ev.event_id)  # type: ignore[union-attr]
         joiner.add(ev, out)  # type: ignore[arg-type]
+        joiner.expire(out)
     joiner.flush(out)
     return out
 

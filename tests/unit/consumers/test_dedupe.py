@@ -13,10 +13,12 @@ def test_memory_is_bounded_by_count_and_age():
     d = Deduper(max_ids=3, window_ms=10_000)
     for i in range(5):
         d.seen_before(f"e{i}", i)
+    d.trim()
     assert len(d) == 3 and d.seen_before("e0", 6) is False
     d2 = Deduper(max_ids=100, window_ms=1000)
     d2.seen_before("old", 0)
     d2.seen_before("new", 5000)
+    d2.trim()
     assert len(d2) == 1 and d2.seen_before("old", 5001) is False
 
 
