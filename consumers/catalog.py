@@ -36,10 +36,21 @@ class Catalog:
         self._changed.add(update.item_id)
         return True
 
-    def take_changed(self) -> list[str]:
-        """Ids whose text changed since the last call, sorted; the set is then emptied."""
+    @property
+    def changed(self) -> int:
+        """Items whose text changed and has not been taken yet."""
+        return len(self._changed)
+
+    def take_changed(self, limit: int | None = None) -> list[str]:
+        """Up to ``limit`` ids whose text changed since they were last taken, sorted.
+
+        Ids not taken stay pending, so a huge first catalog is encoded over several cycles
+        instead of stalling one.
+        """
         out = sorted(self._changed)
-        self._changed.clear()
+        if limit is not None:
+            out = out[:limit]
+        self._changed.difference_update(out)
         return out
 
     def state_dict(self) -> dict[str, Any]:

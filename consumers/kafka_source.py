@@ -16,7 +16,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.dlq import dlq_headers
 from consumers.events import Message, Offsets, Rejection
 
-__all__ = ["KafkaDeadLetterSink", "KafkaEventSource", "ensure_topics"]
+__all__ = ["KafkaDeadLetterSink", "KafkaEventProducer", "KafkaEventSource", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,26 @@ class KafkaDeadLetterSink:
     def close(self) -> None:
         """Flush and close the producer."""
         self.flush()
+        self._producer.close()
+
+
+class KafkaEventProducer:
+    """Plain producer for the simulator and benchmarks: ``emit(topic, key, value)``."""
+
+    def __init__(self, client_options: Mapping[str, Any], linger_ms: int = 5) -> None:
+        self._producer = KafkaProducer(linger_ms=linger_ms, acks=1, **client_options)
+
+    def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one record (non-blocking unless the buffer is full)."""
+        self._producer.send(topic, key=key, value=value)
+
+    def flush(self) -> None:
+        """Block until everything queued is acknowledged."""
+        self._producer.flush()
+
+    def close(self) -> None:
+        """Flush and close."""
+        self._producer.flush()
         self._producer.close()
 
 

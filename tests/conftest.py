@@ -37,3 +37,34 @@ def redis_client(stack):
 @pytest.fixture()
 def uid(request) -> str:
     return f"{request.node.name[:40]}_{uuid.uuid4().hex[:8]}".replace("[", "_").replace("]", "_")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with the real MiniLM tokenizer (fast unit tests)."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from worker.encoder import default_model_path
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(out)
+    src = default_model_path()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(f"{src}/{name}", out / name)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def real_encoder():
+    """The real all-MiniLM-L6-v2 from the installed package (loaded once)."""
+    from worker.encoder import TextEncoder
+
+    return TextEncoder()

@@ -99,8 +99,10 @@ class ModelSettings(_Section):
 class TrainingSettings(_Section):
     """When and how the incremental fine-tuning cycles run."""
 
-    cycle_interval_s: float = Field(2.0, gt=0)
-    cycle_min_samples: int = Field(200, ge=1)
+    cycle_interval_s: float = Field(2.0, ge=0)
+    cycle_trigger_samples: int = Field(20_000, ge=1)  # start a cycle early at this many new
+    encode_per_cycle: int = Field(2000, ge=1)  # catalog texts encoded per cycle at most
+    gate_samples: int = Field(4096, ge=16)
     steps_per_cycle: int = Field(20, ge=1)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(0.01, gt=0)

@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 class Trainer(Protocol):
     """What the loop needs from the learning side (see :mod:`worker.training`)."""
 
-    def due(self, now_s: float, pending_samples: int) -> bool:
+    def due(self, now_s: float, pipeline: IngestPipeline) -> bool:
         """Whether a cycle should run now."""
         ...
 
-    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> None:
+    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> Any:
         """Run one cycle: validate, train, gate, publish. Raises only on infrastructure loss."""
         ...
 
@@ -82,7 +82,7 @@ class Worker:
             self._dirty = True
             self.metrics.record_batch(report)
         now = self.clock()
-        if self.trainer is not None and self.trainer.due(now, len(self.pipeline.fresh)):
+        if self.trainer is not None and self.trainer.due(now, self.pipeline):
             self.trainer.run_cycle(self.pipeline, now)
             self.checkpoint()
         elif self._dirty and now - self._last_checkpoint >= self.checkpoint_interval_s:

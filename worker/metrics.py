@@ -6,11 +6,16 @@ ids, so cardinality stays flat however large the catalog grows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumers.events import Reason
 from consumers.joiner import JOIN_OUTCOMES
 from consumers.pipeline import BatchReport
+
+if TYPE_CHECKING:
+    from worker.training import CycleReport
 
 __all__ = ["Metrics"]
 
@@ -41,7 +46,7 @@ class Metrics:
         self.checkpoint_seconds = Histogram("freshrec_checkpoint_duration_seconds",
                                             "Snapshot + commit time", registry=r)
         self.train_cycles = Counter("freshrec_train_cycles", "Training cycles by arm and "
-                                    "outcome (published, rejected, frozen)",
+                                    "outcome (published, rejected by the gate, frozen, pinned, idle)",
                                     ["arm", "outcome"], registry=r)
         self.train_loss = Gauge("freshrec_train_loss", "Mean training loss of the last cycle",
                                 ["arm"], registry=r)
@@ -85,6 +90,28 @@ class Metrics:
         if report.samples:
             self.samples.labels("1").inc(report.positives)
             self.samples.labels("0").inc(report.samples - report.positives)
+
+    def record_cycle(self, report: CycleReport) -> None:
+        """Account for one lineage's cycle."""
+        arm = report.arm
+        if report.published_version is not None:
+            self.publish_seconds.observe(report.publish_s)
+            self.published_version.labels(arm).set(int(report.published_version.rsplit("-", 1)[1]))
+        if report.rejected_reason == "gate":
+            outcome = "rejected"
+        elif report.published_version is not None:
+            outcome = "published"
+        else:
+            outcome = report.rejected_reason or "idle"
+        self.train_cycles.labels(arm, outcome).inc()
+        if report.n_trained:
+            self.train_samples.labels(arm).inc(report.n_trained)
+        if report.train_loss == report.train_loss:  # not NaN
+            self.train_loss.labels(arm).set(report.train_loss)
+        if report.progressive_auc == report.progressive_auc:
+            self.progressive_auc.labels(arm).set(report.progressive_auc)
+        if report.progressive_logloss == report.progressive_logloss:
+            self.progressive_logloss.labels(arm).set(report.progressive_logloss)
 
     def record_lag(self, lag: dict[tuple[str, int], int]) -> None:
         """Set the per-partition lag gauges."""

@@ -1,0 +1,73 @@
+"""The VectorStore contract: versioned item vectors per arm, flipped atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["PinnedError", "VectorStore", "VersionInfo"]
+
+
+class PinnedError(RuntimeError):
+    """The arm is pinned to a version by a rollback; publishing would undo the rollback."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Metadata stored beside a version's vectors."""
+
+    version: str
+    dim: int
+    item_count: int
+    created_at: str
+    model_version: str = ""
+    dtype: str = "float32"
+    extra: dict[str, str] = field(default_factory=dict)
+    #: vector added to the pooled history vectors to make a user vector (little-endian f32)
+    user_prior: bytes = b""
+
+
+class VectorStore(Protocol):
+    """Versioned item vectors, one lineage ("arm") at a time.
+
+    Contract:
+      * :meth:`publish` writes the whole version first and then makes it current in one
+        atomic step; readers see the old version or the new one, never a mix.
+      * :meth:`lookup` reads the pointer and the vectors atomically; unknown items come
+        back as rows of NaN, and ``found`` says which were present.
+      * :meth:`rollback` flips back to the previous retained version and pins the arm there;
+        :meth:`publish` then raises :class:`PinnedError` until :meth:`unpin`.
+      * Only the newest ``retention`` versions are kept; older ones are deleted on publish.
+    """
+
+    def publish(self, arm: str, version: str, ids: Sequence[str], vectors: np.ndarray,
+                info: VersionInfo) -> None:
+        """Write ``vectors`` (n x dim float32) under ``version`` and make it current."""
+        ...
+
+    def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
+        """Return (version, vectors n x dim, found mask) for the arm's current version."""
+        ...
+
+    def current(self, arm: str) -> VersionInfo | None:
+        """Metadata of the arm's current version, or None before the first publish."""
+        ...
+
+    def versions(self, arm: str) -> list[str]:
+        """Retained versions of the arm, newest first."""
+        ...
+
+    def rollback(self, arm: str) -> str:
+        """Make the version before the current one current and pin it; return it."""
+        ...
+
+    def unpin(self, arm: str) -> None:
+        """Allow publishing to the arm again after a rollback."""
+        ...
+
+    def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
+        """Every item of the current version: (version, ids, vectors)."""
+        ...

@@ -1,0 +1,204 @@
+"""The only redis import: item vectors per arm and version, with an atomic pointer flip.
+
+Layout (prefix ``p``, arm ``a``; the ``{p:a}`` hash tag keeps one arm's keys in one
+Redis Cluster slot, so its Lua scripts stay atomic there too):
+
+    p:{p:a}:current          string  the version serving reads
+    p:{p:a}:versions         list    retained versions, newest first
+    p:{p:a}:pinned           string  set by rollback: publishing is refused until unpinned
+    p:{p:a}:vec:<version>    hash    item_id -> little-endian float32 bytes
+    p:{p:a}:meta:<version>   hash    dim, dtype, item_count, created_at, model_version, ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import redis
+
+from model_store.base import PinnedError, VersionInfo
+
+__all__ = ["RedisVectorStore"]
+
+_FLIP = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('PINNED') end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[1])
+local old = redis.call('LRANGE', KEYS[2], tonumber(ARGV[2]), -1)
+for _, v in ipairs(old) do
+  redis.call('UNLINK', ARGV[3] .. 'vec:' .. v, ARGV[3] .. 'meta:' .. v)
+end
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+
+_LOOKUP = """
+local v = redis.call('GET', KEYS[1])
+if not v then return {false, {}} end
+return {v, redis.call('HMGET', ARGV[1] .. 'vec:' .. v, unpack(ARGV, 2))}
+"""
+
+_ROLLBACK = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return redis.error_reply('NO_VERSION') end
+local vs = redis.call('LRANGE', KEYS[2], 0, -1)
+local idx = nil
+for i, v in ipairs(vs) do if v == cur then idx = i end end
+if (not idx) or idx >= #vs then return redis.error_reply('NO_OLDER') end
+local target = vs[idx + 1]
+redis.call('SET', KEYS[1], target)
+redis.call('SET', KEYS[3], target)
+return target
+"""
+
+_CHUNK = 4000  # ids per HSET/HMGET call: under Lua's unpack limit, small enough not to stall
+
+
+class RedisVectorStore:
+    """:class:`model_store.base.VectorStore` on Redis (or anything speaking its protocol).
+
+    Args:
+        client: a ``redis.Redis`` built by the caller (URL, password, TLS are its business).
+        prefix: key prefix, default ``freshrec``.
+        retention: versions kept per arm (>= 2 so a rollback target exists).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "freshrec", retention: int = 3) -> None:
+        if retention < 2:
+            raise ValueError("retention must be >= 2")
+        self.client: Any = client  # redis.Redis or a cluster client; bytes responses
+        self.prefix = prefix
+        self.retention = retention
+        self._flip = client.register_script(_FLIP)
+        self._lookup = client.register_script(_LOOKUP)
+        self._rollback = client.register_script(_ROLLBACK)
+
+    def base(self, arm: str) -> str:
+        """Key prefix of one arm, hash tag included."""
+        return f"{self.prefix}:{{{self.prefix}:{arm}}}:"
+
+    def publish(self, arm: str, version: str, ids: Sequence[str], vectors: np.ndarray,
+                info: VersionInfo) -> None:
+        """Write the version in chunks (invisible until the flip), then flip atomically."""
+        base = self.base(arm)
+        if self.client.exists(base + "pinned"):
+            raise PinnedError(f"arm {arm!r} is pinned by a rollback; unpin to publish")
+        vecs = np.ascontiguousarray(vectors, dtype="<f4")
+        if vecs.ndim != 2 or vecs.shape[0] != len(ids):
+            raise ValueError(f"vectors shape {vecs.shape} does not match {len(ids)} ids")
+        raw = vecs.tobytes()
+        row = vecs.shape[1] * 4
+        vec_key = f"{base}vec:{version}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.unlink(vec_key)
+        for start in range(0, len(ids), _CHUNK):
+            stop = min(start + _CHUNK, len(ids))
+            pipe.hset(vec_key, mapping={ids[k]: raw[k * row:(k + 1) * row]
+                                        for k in range(start, stop)})
+        pipe.hset(f"{base}meta:{version}", mapping=_info_to_hash(info))
+        pipe.execute()
+        try:
+            self._flip(keys=[base + "current", base + "versions", base + "pinned"],
+                       args=[version, self.retention, base])
+        except redis.ResponseError as exc:
+            self.client.unlink(vec_key, f"{base}meta:{version}")
+            if "PINNED" in str(exc):
+                raise PinnedError(f"arm {arm!r} was pinned during publish") from exc
+            raise
+
+    def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
+        """Pointer + vectors read in one script per chunk; retried if a version vanished."""
+        base = self.base(arm)
+        for _ in range(5):
+            got = self._lookup_once(base, list(ids))
+            if got is not None:
+                return got
+        raise RuntimeError(f"arm {arm!r}: versions changed under five lookups in a row")
+
+    def _lookup_once(self, base: str, ids: list[str]
+                     ) -> tuple[str | None, np.ndarray, np.ndarray] | None:
+        first = ids[:_CHUNK]
+        version_b, values = self._lookup(keys=[base + "current"], args=[base, *first]) if first \
+            else (self.client.get(base + "current"), [])
+        if not version_b:
+            return None, np.zeros((len(ids), 0), np.float32), np.zeros(len(ids), bool)
+        version = version_b.decode()
+        values = list(values)
+        vec_key = f"{base}vec:{version}"
+        for start in range(_CHUNK, len(ids), _CHUNK):
+            if not self.client.exists(vec_key):
+                return None  # retired by a newer publish meanwhile: start over
+            values.extend(self.client.hmget(vec_key, ids[start:start + _CHUNK]))
+        dim = int(self.client.hget(f"{base}meta:{version}", "dim") or 0)
+        if dim == 0:
+            return None
+        out = np.full((len(ids), dim), np.nan, np.float32)
+        found = np.zeros(len(ids), bool)
+        for k, val in enumerate(values):
+            if val:
+                out[k] = np.frombuffer(val, "<f4")
+                found[k] = True
+        return version, out, found
+
+    def current(self, arm: str) -> VersionInfo | None:
+        """Metadata of the arm's current version."""
+        base = self.base(arm)
+        version = self.client.get(base + "current")
+        if not version:
+            return None
+        data = self.client.hgetall(f"{base}meta:{version.decode()}")
+        return _info_from_hash(data) if data else None
+
+    def versions(self, arm: str) -> list[str]:
+        """Retained versions, newest first."""
+        return [v.decode() for v in self.client.lrange(self.base(arm) + "versions", 0, -1)]
+
+    def rollback(self, arm: str) -> str:
+        """Flip to the previous version and pin the arm there."""
+        base = self.base(arm)
+        try:
+            got = self._rollback(keys=[base + "current", base + "versions", base + "pinned"])
+        except redis.ResponseError as exc:
+            raise LookupError(f"arm {arm!r}: cannot roll back ({exc})") from exc
+        return bytes(got).decode()
+
+    def unpin(self, arm: str) -> None:
+        """Allow publishing again."""
+        self.client.delete(self.base(arm) + "pinned")
+
+    def pinned(self, arm: str) -> str | None:
+        """The version a rollback pinned the arm to, if any."""
+        got = self.client.get(self.base(arm) + "pinned")
+        return got.decode() if got else None
+
+    def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
+        """Every item of the current version (HGETALL of one immutable hash)."""
+        base = self.base(arm)
+        for _ in range(5):
+            version = self.client.get(base + "current")
+            if not version:
+                return None, [], np.zeros((0, 0), np.float32)
+            data = self.client.hgetall(f"{base}vec:{version.decode()}")
+            if data:
+                ids = [k.decode() for k in data]
+                mat = np.frombuffer(b"".join(data.values()), "<f4").reshape(len(ids), -1)
+                return version.decode(), ids, mat.copy()
+        raise RuntimeError(f"arm {arm!r}: current version kept vanishing")
+
+
+def _info_to_hash(info: VersionInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["extra"] = json.dumps(info.extra)
+    return data
+
+
+def _info_from_hash(data: dict[bytes, bytes]) -> VersionInfo:
+    d = {k.decode(): v for k, v in data.items()}
+    return VersionInfo(
+        version=d["version"].decode(), dim=int(d["dim"]), item_count=int(d["item_count"]),
+        created_at=d["created_at"].decode(), model_version=d["model_version"].decode(),
+        dtype=d["dtype"].decode(), extra=json.loads(d["extra"]), user_prior=d["user_prior"])

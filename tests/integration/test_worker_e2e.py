@@ -1,0 +1,129 @@
+"""The whole worker against the real broker and Redis: publish, lookup CLI, kill -9 and resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import msgspec
+import pytest
+
+from consumers.kafka_source import KafkaEventProducer
+from model_store.redis_store import RedisVectorStore
+from tests.helpers import expected_samples, sample_key, wait_for
+from tests.integration.ingest_helpers import drain
+from worker.app import build_app
+from worker.cli import main as cli_main
+from worker.config import ArmSettings, load_settings
+from worker.encoder import TextEncoder
+from worker.simulate import SimConfig, Simulator
+
+pytestmark = pytest.mark.integration
+
+ARMS = [ArmSettings(name="control", lineage="frozen", share=0.5),
+        ArmSettings(name="fresh", lineage="incremental", share=0.5)]
+
+
+def overrides(stack, uid, tmp_path, tiny_bert_dir):
+    return {
+        "kafka": {"bootstrap_servers": stack.bootstrap, "group_id": uid,
+                  "events_topic": f"{uid}.events", "items_topic": f"{uid}.items",
+                  "dlq_topic": f"{uid}.dlq", "partitions": 2, "poll_max_records": 300},
+        "redis": {"url": stack.redis_url, "prefix": uid},
+        "ingest": {"join_window_s": 5.0, "recent_capacity": 200_000},
+        "model": {"encoder_path": tiny_bert_dir, "dim": 16},
+        "training": {"cycle_interval_s": 0.5, "steps_per_cycle": 3, "batch_size": 128},
+        "store": {"checkpoint_dir": str(tmp_path / "ckpt")},
+        "metrics": {"port": 0},
+    }
+
+
+def simulate(opts, topics, requests, seed=5):
+    producer = KafkaEventProducer(opts)
+    sent: list[bytes] = []
+    clock = itertools.count(1_700_000_000_000, 40)
+
+    def emit(topic, key, value):
+        if topic == topics[0]:
+            sent.append(value)
+        producer.emit(topic, key, value)
+
+    sim = Simulator(SimConfig(seed=seed, n_users=200, initial_items=80), ARMS, None, emit,
+                    topics, clock_ms=lambda: next(clock))
+    sim.publish_catalog()
+    for _ in sim.run(requests):
+        pass
+    producer.close()
+    return [msgspec.json.decode(v) for v in sent]
+
+
+def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_dir, capsys):
+    settings = load_settings(None, overrides(stack, uid, tmp_path, tiny_bert_dir))
+    app = build_app(settings, encoder=TextEncoder(tiny_bert_dir))
+    try:
+        simulate(settings.kafka.client_options(), (f"{uid}.events", f"{uid}.items"), 400)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and app.trainer.lineages["fresh"].seq < 2:
+            app.worker.run_once()
+        assert app.trainer.lineages["fresh"].seq >= 2, "two versions not published within 60 s"
+    finally:
+        app.close()
+    store = RedisVectorStore(app.store.client, uid)
+    assert store.current("fresh").version == app.trainer.lineages["fresh"].published
+    assert cli_main(["lookup", "--redis-url", stack.redis_url, "--set", f"redis.prefix={uid}",
+                     "--arm", "fresh", "item-000001", "no-such-item"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == app.trainer.lineages["fresh"].published
+    assert len(out["vectors"]["item-000001"]) == 17 and out["vectors"]["no-such-item"] is None
+    assert cli_main(["rollback", "--redis-url", stack.redis_url, "--set", f"redis.prefix={uid}",
+                     "--arm", "fresh"]) == 0
+    rolled = json.loads(capsys.readouterr().out)
+    assert store.current("fresh").version == rolled["current"] != out["version"]
+
+
+def test_kill_worker_mid_run_restart_resumes_without_losing_events(
+        stack, uid, tmp_path, tiny_bert_dir):
+    ov = overrides(stack, uid, tmp_path, tiny_bert_dir)
+    settings = load_settings(None, ov)
+    topics = (f"{uid}.events", f"{uid}.items")
+    from consumers.kafka_source import ensure_topics
+
+    ensure_topics(settings.kafka.client_options(), {topics[0]: 2, topics[1]: 1})
+    events = simulate(settings.kafka.client_options(), topics, 1500)
+    sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in ov.items() for k, v in d.items()]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", *sets], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ckpt = tmp_path / "ckpt"
+        wait_for(lambda: len(list(ckpt.glob("ckpt-*"))) >= 2, timeout_s=90,
+                 what="the worker to write two checkpoints")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)  # no chance to checkpoint or commit
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    app = build_app(settings, encoder=TextEncoder(tiny_bert_dir))
+    try:
+        assert app.worker.restore()
+        from kafka import KafkaConsumer, TopicPartition
+
+        probe = KafkaConsumer(bootstrap_servers=[stack.bootstrap])
+        parts = [TopicPartition(topics[0], p) for p in range(2)]
+        ends = {(tp.topic, tp.partition): off for tp, off in probe.end_offsets(parts).items()}
+        probe.close()
+        drain(app.worker, ends, timeout_s=90)
+        app.pipeline.flush_joins()
+        got = Counter(map(sample_key, app.pipeline.buffers.recent.items))
+    finally:
+        app.close()
+    want = Counter(map(sample_key, expected_samples(events, window_ms=5000)))
+    assert got == want

@@ -1,0 +1,91 @@
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from worker.model import FreshRecModel
+from worker.serving import user_vector
+
+
+def toy(n_items=50, text_dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    semantic = torch.nn.functional.normalize(torch.randn(n_items, text_dim, generator=g), dim=-1)
+    items = torch.randint(0, n_items, (256,), generator=g)
+    hist = torch.randint(0, n_items, (256, 4), generator=g)
+    mask = (torch.rand(256, 4, generator=g) > 0.3).float()
+    labels = ((items % 2) == 0).float()  # a learnable rule: even items get clicked
+    return semantic, items, hist, mask, labels
+
+
+def test_same_seed_same_model_different_seed_different():
+    a, b, c = FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=2)
+    assert torch.equal(a.proj.weight, b.proj.weight)
+    assert not torch.equal(a.proj.weight, c.proj.weight)
+
+
+def test_state_dict_round_trips():
+    a, b = FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=5)
+    b.load_state_dict(a.state_dict())
+    semantic, items, hist, mask, _ = toy()
+    assert torch.equal(a(items, hist, mask, semantic), b(items, hist, mask, semantic))
+
+
+def test_loss_falls_on_a_toy_set():
+    semantic, items, hist, mask, labels = toy()
+    model = FreshRecModel(16, 8, capacity=64, seed=0)
+    dense = torch.optim.Adam(model.dense_parameters(), lr=0.05)
+    sparse = torch.optim.SparseAdam(model.sparse_parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        loss = F.binary_cross_entropy_with_logits(model(items, hist, mask, semantic), labels)
+        dense.zero_grad()
+        sparse.zero_grad()
+        loss.backward()
+        dense.step()
+        sparse.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sparse_optimiser_touches_only_rows_in_the_batch():
+    semantic, *_ = toy()
+    model = FreshRecModel(16, 8, capacity=64, seed=0)
+    before = model.collab.weight.detach().clone()
+    opt = torch.optim.SparseAdam(model.sparse_parameters(), lr=0.1)
+    items = torch.tensor([3, 5])
+    hist = torch.tensor([[7, 0], [7, 0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss = F.binary_cross_entropy_with_logits(model(items, hist, mask, semantic),
+                                              torch.tensor([1.0, 0.0]))
+    loss.backward()
+    assert model.collab.weight.grad.is_sparse
+    opt.step()
+    changed = (model.collab.weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert set(changed) <= {3, 5, 7} and changed
+
+
+def test_published_vectors_give_the_model_logit_exactly():
+    semantic, items, hist, mask, _ = toy()
+    model = FreshRecModel(16, 8, capacity=64, seed=3)
+    with torch.no_grad():
+        model.collab.weight.normal_()
+        model.item_bias.weight.normal_()
+        model.user_prior.normal_()
+        model.bias.fill_(0.3)
+    logits = model(items, hist, mask, semantic).detach().numpy()
+    vecs = model.export(50, semantic)
+    assert vecs.shape == (50, 9) and vecs.dtype == np.float32
+    prior = model.prior()
+    for k in range(20):
+        rows = hist[k][mask[k].bool()].numpy()
+        u = user_vector(vecs[rows], prior)
+        np.testing.assert_allclose(vecs[items[k]] @ u, logits[k], rtol=1e-4, atol=1e-4)
+
+
+def test_grow_keeps_learnt_rows():
+    model = FreshRecModel(16, 8, capacity=4, seed=0)
+    with torch.no_grad():
+        model.collab.weight[2] = 1.5
+    assert model.grow(9)
+    assert model.capacity == 16
+    assert torch.all(model.collab.weight[2] == 1.5) and torch.all(model.collab.weight[8] == 0)
+    assert model.collab.weight.requires_grad

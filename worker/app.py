@@ -1,0 +1,103 @@
+"""Wiring: build every component from settings. The only place real clients are made."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from consumers.dedupe import Deduper
+from consumers.joiner import Joiner
+from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
+from consumers.pipeline import IngestPipeline, Topics
+from consumers.replay import ReplayBuffers
+from model_store.checkpoints import CheckpointStore
+from model_store.redis_store import RedisVectorStore
+from worker.config import Settings
+from worker.encoder import SemanticCache, TextEncoder, resolve_device
+from worker.items import ItemTable
+from worker.loop import Worker
+from worker.metrics import Metrics
+from worker.training import CycleReport, Trainer
+
+__all__ = ["App", "build_app", "redis_client", "vector_store"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Everything a running worker holds."""
+
+    settings: Settings
+    metrics: Metrics
+    pipeline: IngestPipeline
+    trainer: Trainer
+    worker: Worker
+    store: RedisVectorStore
+
+    def close(self) -> None:
+        """Release clients (the consumer leaves its group without committing)."""
+        self.pipeline.source.close()
+        dlq = self.pipeline.dead_letters
+        if isinstance(dlq, KafkaDeadLetterSink):
+            dlq.close()
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client for the configured Redis URL (password from settings if given)."""
+    kwargs: dict[str, Any] = {}
+    if settings.redis.password is not None:
+        kwargs["password"] = settings.redis.password.get_secret_value()
+    return redis.Redis.from_url(settings.redis.url, **kwargs)
+
+
+def vector_store(settings: Settings) -> RedisVectorStore:
+    """The configured Redis vector store."""
+    return RedisVectorStore(redis_client(settings), settings.redis.prefix,
+                            settings.redis.retention_versions)
+
+
+def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
+    """Build (but do not start) the worker; creates topics when configured to."""
+    k, ing = settings.kafka, settings.ingest
+    opts = k.client_options()
+    topics = Topics(k.events_topic, k.items_topic, k.dlq_topic)
+    if k.create_topics:
+        ensure_topics(opts, {topics.events: k.partitions, topics.items: 1, topics.dlq: 1})
+    source = KafkaEventSource([topics.events, topics.items], k.group_id, opts)
+    pipeline = IngestPipeline(
+        source, KafkaDeadLetterSink(topics.dlq, opts), topics,
+        buffers=ReplayBuffers(ing.recent_capacity, ing.reservoir_capacity, ing.recent_share,
+                              ing.seed),
+        joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len),
+        deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
+        max_message_bytes=ing.max_message_bytes)
+    metrics = Metrics()
+    device = resolve_device(settings.model.device)
+    encoder = encoder or TextEncoder(settings.model.encoder_path, device,
+                                     settings.model.encoder_batch_size,
+                                     settings.model.encoder_max_length)
+    ckpt_dir = Path(settings.store.checkpoint_dir)
+    cache = SemanticCache(encoder, ckpt_dir.parent / "semantic-cache")
+
+    def encode(texts: Any) -> Any:
+        before = cache.misses
+        out = cache.get(texts)
+        metrics.items_encoded.inc(cache.misses - before)
+        return out
+
+    def on_report(report: CycleReport) -> None:
+        metrics.record_cycle(report)
+
+    store = vector_store(settings)
+    trainer = Trainer(settings.experiment.arms, settings.training,
+                      ItemTable(encoder.dim, device), encode, store, dim=settings.model.dim,
+                      device=device, seed=settings.model.seed, on_report=on_report)
+    worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,
+                    trainer=trainer, checkpoint_interval_s=ing.checkpoint_interval_s,
+                    poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s)
+    return App(settings, metrics, pipeline, trainer, worker, store)

@@ -1,0 +1,236 @@
+"""The ``freshrec`` command line: wiring only; every behaviour lives in a library module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from worker.config import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _set_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``section.key=value`` pairs -> nested dict (values parsed as JSON when they can be)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        path, sep, raw = pair.partition("=")
+        if not sep or "." not in path:
+            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = _set_overrides(args.set or [])
+    for flag, section, key in (("bootstrap_servers", "kafka", "bootstrap_servers"),
+                               ("redis_url", "redis", "url"), ("group_id", "kafka", "group_id"),
+                               ("metrics_port", "metrics", "port")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return load_settings(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The worker against the configured Kafka and Redis, until SIGINT/SIGTERM."""
+    from worker.app import build_app  # noqa: PLC0415 - keep --help fast
+
+    settings = _settings(args)
+    app = build_app(settings)
+    restored = app.worker.restore()
+    print(f"freshrec worker: group={settings.kafka.group_id} restored={restored}", flush=True)
+    if settings.metrics.port:
+        app.metrics.serve(settings.metrics.host, settings.metrics.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        app.worker.run(stop)
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded broker + Redis + worker + simulator in one process tree."""
+    from worker.demo import DemoOptions, run_demo  # noqa: PLC0415
+
+    overrides = _set_overrides(args.set or [])
+    if args.metrics_port is not None:
+        overrides.setdefault("metrics", {})["port"] = args.metrics_port
+    opts = DemoOptions(args.duration_s, args.rate, None if args.no_shift else args.shift_at_s,
+                       args.seed, args.history_out, args.workdir)
+    run_demo(args.config, overrides, opts, sys.stdout)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Traffic generator against the configured broker, ranking with Redis vectors."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from consumers.kafka_source import KafkaEventProducer, ensure_topics  # noqa: PLC0415
+    from worker.app import vector_store  # noqa: PLC0415
+    from worker.serving import Ranker  # noqa: PLC0415
+    from worker.simulate import SimConfig, Simulator  # noqa: PLC0415
+
+    settings = _settings(args)
+    k = settings.kafka
+    if k.create_topics:
+        ensure_topics(k.client_options(), {k.events_topic: k.partitions, k.items_topic: 1})
+    producer = KafkaEventProducer(k.client_options())
+    cfg = replace(SimConfig(seed=args.seed), shift_at_request=args.shift_at_request)
+    sim = Simulator(cfg, list(settings.experiment.arms), Ranker(vector_store(settings)),
+                    producer.emit, (k.events_topic, k.items_topic), settings.experiment.salt)
+    sim.publish_catalog()
+    start = time.monotonic()
+    for n in range(args.requests):
+        sim.step()
+        ahead = (n + 1) / args.rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.close()
+    print(json.dumps({"requests": sim.requests, "ctr": sim.ctr(),
+                      "impressions": dict(sim.impressions), "clicks": dict(sim.clicks)}))
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """Print the vectors of items for an arm (JSON: version, and per item a list or null)."""
+    from worker.app import vector_store  # noqa: PLC0415
+
+    store = vector_store(_settings(args))
+    version, vecs, found = store.lookup(args.arm, args.items)
+    out = {"arm": args.arm, "version": version,
+           "vectors": {i: (np.round(v, 6).tolist() if f else None)
+                       for i, v, f in zip(args.items, vecs, found, strict=True)}}
+    print(json.dumps(out))
+    return 0 if version is not None else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Current version, retained versions and pin of every configured arm."""
+    from worker.app import vector_store  # noqa: PLC0415
+
+    settings = _settings(args)
+    store = vector_store(settings)
+    arms = {}
+    for arm in settings.experiment.arms:
+        info = store.current(arm.name)
+        arms[arm.name] = {
+            "lineage": arm.lineage, "share": arm.share,
+            "current": info.version if info else None,
+            "items": info.item_count if info else 0,
+            "created_at": info.created_at if info else None,
+            "versions": store.versions(arm.name), "pinned": store.pinned(arm.name),
+        }
+    print(json.dumps({"experiment": settings.experiment.name, "arms": arms}, indent=2))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Flip an arm back to its previous version and pin it (or --release the pin)."""
+    from worker.app import vector_store  # noqa: PLC0415
+
+    store = vector_store(_settings(args))
+    if args.release:
+        store.unpin(args.arm)
+        print(json.dumps({"arm": args.arm, "pinned": None}))
+        return 0
+    try:
+        version = store.rollback(args.arm)
+    except LookupError as exc:
+        print(f"rollback failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"arm": args.arm, "current": version, "pinned": version}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="freshrec", description="Streaming incremental-learning "
+                                "worker for recommender systems.")
+    p.add_argument("--log-level", default=os.environ.get("FRESHREC_LOG_LEVEL", "WARNING"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="TOML config file (see README)")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override any setting, e.g. --set training.lr=0.005")
+        sp.add_argument("--bootstrap-servers", dest="bootstrap_servers")
+        sp.add_argument("--redis-url", dest="redis_url")
+
+    run = sub.add_parser("run", help="run the worker against Kafka and Redis")
+    common(run)
+    run.add_argument("--group-id", dest="group_id")
+    run.add_argument("--metrics-port", dest="metrics_port", type=int)
+    run.set_defaults(fn=cmd_run)
+
+    demo = sub.add_parser("demo", help="embedded broker + Redis + worker + simulator")
+    demo.add_argument("--config")
+    demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    demo.add_argument("--duration-s", type=float, default=150.0)
+    demo.add_argument("--rate", type=float, default=120.0, help="requests per second")
+    demo.add_argument("--shift-at-s", type=float, default=60.0)
+    demo.add_argument("--no-shift", action="store_true")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--metrics-port", type=int, default=None)
+    demo.add_argument("--history-out", help="write one JSON status line per view tick here")
+    demo.add_argument("--workdir", help="keep broker/Redis logs and checkpoints here")
+    demo.set_defaults(fn=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="traffic generator against any broker")
+    common(sim)
+    sim.add_argument("--requests", type=int, default=10_000)
+    sim.add_argument("--rate", type=float, default=200.0)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--shift-at-request", type=int, default=None)
+    sim.set_defaults(fn=cmd_simulate)
+
+    lookup = sub.add_parser("lookup", help="print item vectors of an arm")
+    common(lookup)
+    lookup.add_argument("--arm", required=True)
+    lookup.add_argument("items", nargs="+")
+    lookup.set_defaults(fn=cmd_lookup)
+
+    status = sub.add_parser("status", help="versions and pins of every arm")
+    common(status)
+    status.set_defaults(fn=cmd_status)
+
+    rollback = sub.add_parser("rollback", help="flip an arm back to its previous version")
+    common(rollback)
+    rollback.add_argument("--arm", required=True)
+    rollback.add_argument("--release", action="store_true", help="remove the rollback pin")
+    rollback.set_defaults(fn=cmd_rollback)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``freshrec`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

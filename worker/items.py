@@ -1,0 +1,83 @@
+"""The item table shared by every lineage: id -> row, and each row's semantic vector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["ItemTable"]
+
+
+class ItemTable:
+    """Stable rows for item ids, plus the frozen text-encoder vector of each row.
+
+    Rows are never reused, so a model's embedding row keeps meaning the same item across
+    cycles and checkpoints. Items seen in events before their catalog text have a zero
+    semantic vector (``has_text`` False) until the text arrives.
+    """
+
+    def __init__(self, text_dim: int, device: torch.device | None = None) -> None:
+        self.text_dim = text_dim
+        self.device = device or torch.device("cpu")
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.semantic = torch.zeros(1024, text_dim, device=self.device)
+        self.has_text = np.zeros(1024, bool)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def capacity(self) -> int:
+        """Allocated rows (grows by doubling)."""
+        return int(self.semantic.shape[0])
+
+    def ensure(self, item_ids: Iterable[str]) -> None:
+        """Give every unseen id a row."""
+        rows = self.rows
+        for item_id in item_ids:
+            if item_id not in rows:
+                rows[item_id] = len(self.ids)
+                self.ids.append(item_id)
+        if len(self.ids) > self.capacity:
+            self._grow(len(self.ids))
+
+    def lookup(self, item_ids: Sequence[str]) -> list[int]:
+        """Rows of ids that must already have been :meth:`ensure`-d."""
+        rows = self.rows
+        return [rows[i] for i in item_ids]
+
+    def set_semantic(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Store the text vectors of ``item_ids`` (rows are created if needed)."""
+        self.ensure(item_ids)
+        idx = self.lookup(item_ids)
+        self.semantic[idx] = torch.as_tensor(vectors, dtype=torch.float32, device=self.device)
+        self.has_text[idx] = True
+
+    def _grow(self, need: int) -> None:
+        cap = self.capacity
+        while cap < need:
+            cap *= 2
+        semantic = torch.zeros(cap, self.text_dim, device=self.device)
+        semantic[: self.capacity] = self.semantic
+        has_text = np.zeros(cap, bool)
+        has_text[: self.capacity] = self.has_text
+        self.semantic, self.has_text = semantic, has_text
+
+    def state(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Ids in row order, and the arrays to checkpoint."""
+        n = len(self.ids)
+        return list(self.ids), {"items/semantic": self.semantic[:n].cpu().numpy(),
+                                "items/has_text": self.has_text[:n].astype(np.uint8)}
+
+    def load(self, ids: list[str], tensors: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+        self.ids, self.rows = [], {}
+        self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
+        self.has_text = np.zeros(1024, bool)
+        self.ensure(ids)
+        n = len(ids)
+        self.semantic[:n] = torch.as_tensor(tensors["items/semantic"], device=self.device)
+        self.has_text[:n] = tensors["items/has_text"].astype(bool)

@@ -1,0 +1,73 @@
+"""Serving-side helpers: rank candidates for a user from an arm's published vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from model_store.base import VectorStore
+
+__all__ = ["Ranker", "user_vector"]
+
+#: A policy turns (candidates, scores) into an ordering; greedy sorts by score.
+Policy = Callable[[Sequence[str], np.ndarray], list[int]]
+
+
+def user_vector(history: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``[u0 + mean(history w), 1]`` for published vectors laid out as ``[w, bias]``."""
+    if len(history):
+        pooled = np.nanmean(history[:, :-1], axis=0)
+        pooled = np.nan_to_num(pooled)
+    else:
+        pooled = np.zeros(len(prior), np.float32)
+    return np.concatenate([prior + pooled, [1.0]]).astype(np.float32)
+
+
+def greedy(candidates: Sequence[str], scores: np.ndarray) -> list[int]:
+    """Highest score first (stable for ties)."""
+    return list(np.argsort(-scores, kind="stable"))
+
+
+class Ranker:
+    """Scores candidates with one atomic lookup per request (history + candidates together).
+
+    Items not yet in the arm's current version score as the mean of the others, so a
+    brand-new item is neither buried nor promoted before its first publish.
+    """
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
+        self._priors: dict[tuple[str, str], np.ndarray] = {}
+
+    def scores(self, user_recent_items: Sequence[str], candidates: Sequence[str], arm: str
+               ) -> tuple[str | None, np.ndarray]:
+        """(version, logit per candidate); NaN-free."""
+        ids = list(user_recent_items) + list(candidates)
+        version, vecs, found = self.store.lookup(arm, ids)
+        if version is None or vecs.shape[1] == 0:
+            return None, np.zeros(len(candidates), np.float32)
+        prior = self._prior(arm, version, vecs.shape[1] - 1)
+        hist = vecs[: len(user_recent_items)][found[: len(user_recent_items)]]
+        cand = vecs[len(user_recent_items):]
+        scores = cand @ user_vector(hist, prior)
+        known = found[len(user_recent_items):]
+        fill = float(scores[known].mean()) if known.any() else 0.0
+        return version, np.where(known, scores, fill).astype(np.float32)
+
+    def rank(self, user_recent_items: Sequence[str], candidates: Sequence[str], arm: str,
+             policy: Policy = greedy) -> tuple[str | None, list[str], np.ndarray]:
+        """(version, candidates in display order, their scores)."""
+        version, scores = self.scores(user_recent_items, candidates, arm)
+        order = policy(candidates, scores)
+        return version, [candidates[k] for k in order], scores[order]
+
+    def _prior(self, arm: str, version: str, dim: int) -> np.ndarray:
+        key = (arm, version)
+        if key not in self._priors:
+            info = self.store.current(arm)
+            if info is None or info.version != version or not info.user_prior:
+                return np.zeros(dim, np.float32)  # flipped meanwhile: next request caches
+            self._priors = {k: v for k, v in self._priors.items() if k[0] != arm}
+            self._priors[key] = np.frombuffer(info.user_prior, "<f4")
+        return self._priors[key]

@@ -1,0 +1,275 @@
+"""Incremental fine-tuning cycles: encode ▸ progressive validation ▸ train ▸ gate ▸ publish.
+
+Every cycle, each lineage's *served* model first scores the samples that arrived since the
+last cycle (progressive validation: honest online AUC, since it never trained on them).
+Then the candidates train on every new sample once, each batch topped up from the replay
+buffers (recent window + reservoir) so the new is learnt without forgetting the old. A
+candidate is published only if its log-loss on held-out recent samples is not worse than
+the served model's by more than a tolerance; otherwise it is discarded and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812 - the usual alias
+
+from consumers.events import Sample
+from consumers.pipeline import IngestPipeline
+from model_store.base import PinnedError, VectorStore, VersionInfo
+from worker.batches import Batch, make_batch
+from worker.config import ArmSettings, TrainingSettings
+from worker.evaluation import auc, logloss
+from worker.items import ItemTable
+from worker.lineage import Lineage
+from worker.model import FreshRecModel
+
+__all__ = ["CycleReport", "Trainer"]
+
+log = logging.getLogger(__name__)
+
+EncodeFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did for one lineage."""
+
+    arm: str
+    lineage: str
+    n_fresh: int
+    progressive_auc: float
+    progressive_logloss: float
+    train_loss: float
+    n_trained: int
+    gate_served_loss: float
+    gate_candidate_loss: float
+    published_version: str | None
+    rejected_reason: str | None
+    publish_s: float
+    duration_s: float
+
+
+def is_holdout(request_id: str, share: float) -> bool:
+    """Deterministic split by request: held-out requests are never trained on."""
+    return zlib.crc32(request_id.encode()) % 10_000 < share * 10_000
+
+
+class Trainer:
+    """Runs cycles over all lineages; implements :class:`worker.loop.Trainer`.
+
+    Args:
+        arms: the experiment arms (one lineage each).
+        cfg: training settings.
+        table: the shared item table (semantic vectors live there).
+        encode: text -> vectors (a :class:`worker.encoder.SemanticCache` ``get``).
+        store: where item vectors are published.
+        dim: default vector width; an arm may override it (e.g. a small student).
+        device: training device.
+        seed: seeds model initialisation and batch order.
+        on_report: called with each :class:`CycleReport` (metrics, terminal view).
+    """
+
+    def __init__(self, arms: Sequence[ArmSettings], cfg: TrainingSettings, table: ItemTable,
+                 encode: EncodeFn, store: VectorStore, *, dim: int = 64,
+                 device: torch.device | None = None, seed: int = 0,
+                 on_report: Callable[[CycleReport], None] | None = None) -> None:
+        self.cfg = cfg
+        self.table = table
+        self.encode = encode
+        self.store = store
+        self.device = device or torch.device("cpu")
+        self.on_report = on_report
+        self.lineages: dict[str, Lineage] = {}
+        for k, arm in enumerate(arms):
+            model = FreshRecModel(table.text_dim, arm.dim or dim, seed=seed + k).to(self.device)
+            self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher)
+        # Teachers train before their students within a cycle.
+        self._order = sorted(self.lineages.values(), key=lambda lin: lin.kind == "distilled")
+        self._rng = np.random.default_rng(seed)
+        self._last_cycle: float | None = None
+        self.last_reports: dict[str, CycleReport] = {}
+        self.cycles = 0
+
+    # ----------------------------------------------------------------- scheduling
+    def due(self, now_s: float, pipeline: IngestPipeline) -> bool:
+        """Time-triggered when there is anything new; count-triggered on a burst."""
+        pending = len(pipeline.fresh)
+        if pending >= self.cfg.cycle_trigger_samples:
+            return True
+        if self._last_cycle is not None and now_s - self._last_cycle < self.cfg.cycle_interval_s:
+            return False
+        return pending > 0 or pipeline.catalog.changed > 0
+
+    # ----------------------------------------------------------------- the cycle
+    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> list[CycleReport]:
+        """One full cycle for every lineage; returns a report per lineage."""
+        start = time.perf_counter()
+        self._last_cycle = now_s
+        new_items = self._encode_changed(pipeline)
+        fresh = pipeline.take_fresh()
+        self.table.ensure(s.item_id for s in fresh)
+        for lin in self.lineages.values():
+            lin.grow(len(self.table))
+        progressive = {name: self._progressive(lin, fresh) for name, lin in self.lineages.items()}
+        losses = self._train(fresh, pipeline)
+        gate_set = self._gate_set(pipeline)
+        max_ts = max((s.ts for s in fresh), default=0)
+        reports = []
+        for lin in self._order:
+            report = self._gate_and_publish(lin, gate_set, new_items, max_ts, fresh,
+                                            progressive[lin.name], losses.get(lin.name))
+            report.duration_s = time.perf_counter() - start
+            lin.cycles += 1
+            self.last_reports[lin.name] = report
+            reports.append(report)
+            if self.on_report is not None:
+                self.on_report(report)
+        self.cycles += 1
+        return reports
+
+    def _encode_changed(self, pipeline: IngestPipeline) -> int:
+        changed = pipeline.catalog.take_changed(self.cfg.encode_per_cycle)
+        if changed:
+            texts = [pipeline.catalog.texts[i] for i in changed]
+            self.table.set_semantic(changed, self.encode(texts))
+        return len(changed)
+
+    @torch.no_grad()
+    def _scores(self, model: FreshRecModel, batch: Batch) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            return model(batch.items, batch.history, batch.mask, self.table.semantic).float()
+
+    def _progressive(self, lin: Lineage, fresh: list[Sample]) -> tuple[float, float]:
+        if not fresh or lin.published is None:
+            return float("nan"), float("nan")
+        probs, labels = self._predict(lin.served, fresh)
+        return auc(labels, probs), logloss(labels, probs)
+
+    def _predict(self, model: FreshRecModel, samples: list[Sample]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+        probs, labels = [], []
+        for start in range(0, len(samples), 4096):
+            batch = make_batch(samples[start:start + 4096], self.table, self.device)
+            probs.append(torch.sigmoid(self._scores(model, batch)).cpu().numpy())
+            labels.append(batch.labels.cpu().numpy())
+        return np.concatenate(probs), np.concatenate(labels)
+
+    def _train(self, fresh: list[Sample], pipeline: IngestPipeline) -> dict[str, float]:
+        training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
+        if not training or not len(pipeline.buffers):
+            return {}
+        share = self.cfg.holdout_share
+        new = [s for s in fresh if not is_holdout(s.request_id, share)]
+        half = self.cfg.batch_size // 2
+        steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
+        totals = {lin.name: 0.0 for lin in training}
+        for step in range(steps):
+            chunk = new[step * half:(step + 1) * half]
+            replay = [s for s in pipeline.buffers.sample(self.cfg.batch_size - len(chunk))
+                      if not is_holdout(s.request_id, share)]
+            samples = chunk + replay
+            if not samples:
+                break
+            batch = make_batch(samples, self.table, self.device)
+            for lin in training:
+                lin.grow(len(self.table))
+                totals[lin.name] += self._step(lin, batch)
+        return {name: total / steps for name, total in totals.items()}
+
+    def _step(self, lin: Lineage, batch: Batch) -> float:
+        lin.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            logits = lin.model(batch.items, batch.history, batch.mask, self.table.semantic)
+        logits = logits.float()
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        if lin.kind == "distilled" and lin.teacher in self.lineages:
+            teacher = torch.sigmoid(self._scores(self.lineages[lin.teacher].model, batch))
+            w = self.cfg.distill_weight
+            loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(logits, teacher)
+        lin.step(loss)
+        lin.model.eval()
+        return float(loss.detach())
+
+    def _gate_set(self, pipeline: IngestPipeline) -> list[Sample]:
+        share, want = self.cfg.holdout_share, self.cfg.gate_samples
+        out: list[Sample] = []
+        for s in reversed(pipeline.buffers.recent.items):
+            if is_holdout(s.request_id, share):
+                out.append(s)
+                if len(out) >= want:
+                    break
+        return out
+
+    def _gate_and_publish(self, lin: Lineage, gate_set: list[Sample], new_items: int,
+                          max_ts: int, fresh: list[Sample], progressive: tuple[float, float],
+                          train_loss: float | None) -> CycleReport:
+        trained = train_loss is not None
+        served_loss = cand_loss = float("nan")
+        reason: str | None = None
+        if trained and lin.published is not None and len(gate_set) >= 16:
+            cand_loss = logloss(*reversed(self._predict(lin.model, gate_set)))
+            served_loss = logloss(*reversed(self._predict(lin.served, gate_set)))
+            if cand_loss > served_loss + self.cfg.gate_tolerance:
+                reason = "gate"
+        if not trained and new_items == 0 and lin.published is not None:
+            reason = "frozen"
+        version, publish_s = None, 0.0
+        if reason == "gate":
+            lin.revert()
+        if reason is None or (reason == "gate" and new_items):
+            # A rejected candidate is discarded, but new catalog items still need vectors:
+            # the served weights are republished with the new rows.
+            version, publish_s, pin = self._publish(lin, max_ts)
+            reason = reason or pin
+        return CycleReport(lin.name, lin.kind, len(fresh), progressive[0], progressive[1],
+                           train_loss if train_loss is not None else float("nan"),
+                           len(fresh) if trained else 0, served_loss, cand_loss, version,
+                           reason, publish_s, 0.0)
+
+    def _publish(self, lin: Lineage, max_ts: int) -> tuple[str | None, float, str | None]:
+        start = time.perf_counter()
+        version = f"{lin.name}-{lin.seq + 1:08d}"
+        vectors = lin.model.export(len(self.table), self.table.semantic)
+        info = VersionInfo(
+            version=version, dim=int(vectors.shape[1]), item_count=len(self.table),
+            created_at=datetime.now(UTC).isoformat(), model_version=version,
+            extra={"lineage": lin.kind, "max_event_ts": str(max_ts), "layout": "w|bias"},
+            user_prior=lin.model.prior().astype("<f4").tobytes())
+        try:
+            self.store.publish(lin.name, version, self.table.ids, vectors, info)
+        except PinnedError:
+            return None, 0.0, "pinned"
+        lin.seq += 1
+        lin.published = version
+        lin.promote()
+        return version, time.perf_counter() - start, None
+
+    # ----------------------------------------------------------------- checkpoints
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Item table, lineages and bookkeeping for a checkpoint."""
+        ids, tensors = self.table.state()
+        lineages = {}
+        for name, lin in self.lineages.items():
+            lineages[name], lin_tensors = lin.state()
+            tensors.update(lin_tensors)
+        return {"items": ids, "lineages": lineages, "cycles": self.cycles}, tensors
+
+    def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state`; lineages not in the checkpoint start fresh."""
+        self.table.load(state["items"], tensors)
+        self.cycles = int(state["cycles"])
+        for name, lin in self.lineages.items():
+            if name in state["lineages"]:
+                lin.load(state["lineages"][name], tensors)
