@@ -46,7 +46,7 @@ class Metrics:
         self.checkpoint_seconds = Histogram("freshrec_checkpoint_duration_seconds",
                                             "Snapshot + commit time", registry=r)
         self.train_cycles = Counter("freshrec_train_cycles", "Training cycles by arm and "
-                                    "outcome (published, rejected by the gate, frozen, pinned, idle)",
+                                    "outcome (published, rejected, frozen, pinned, idle)",
                                     ["arm", "outcome"], registry=r)
         self.train_loss = Gauge("freshrec_train_loss", "Mean training loss of the last cycle",
                                 ["arm"], registry=r)

@@ -17,7 +17,8 @@ def toy(n_items=50, text_dim=16, seed=0):
 
 
 def test_same_seed_same_model_different_seed_different():
-    a, b, c = FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=2)
+    a, b = FreshRecModel(16, 8, seed=1), FreshRecModel(16, 8, seed=1)
+    c = FreshRecModel(16, 8, seed=2)
     assert torch.equal(a.proj.weight, b.proj.weight)
     assert not torch.equal(a.proj.weight, c.proj.weight)
 

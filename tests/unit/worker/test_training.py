@@ -52,7 +52,8 @@ def build(encoder: TextEncoder, msgs, cfg: TrainingSettings | None = None, arms=
     return source, pipeline, store, trainer
 
 
-def drive(source, pipeline, trainer, batch=400, now=itertools.count()):
+def drive(source, pipeline, trainer, batch=400):
+    now = itertools.count()
     reports = []
     while source.pos < len(source.messages):
         pipeline.step(batch)
