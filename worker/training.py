@@ -116,6 +116,7 @@ class Trainer:
         start = time.perf_counter()
         self._last_cycle = now_s
         new_items = self._encode_changed(pipeline)
+        watermark = pipeline.watermark()  # every partition was read past this event time
         fresh = pipeline.take_fresh()
         self.table.ensure(s.item_id for s in fresh)
         for lin in self.lineages.values():
@@ -126,7 +127,7 @@ class Trainer:
         max_ts = max((s.ts for s in fresh), default=0)
         reports = []
         for lin in self._order:
-            report = self._gate_and_publish(lin, gate_set, new_items, max_ts, fresh,
+            report = self._gate_and_publish(lin, gate_set, new_items, (max_ts, watermark), fresh,
                                             progressive[lin.name], losses.get(lin.name))
             report.duration_s = time.perf_counter() - start
             lin.cycles += 1
@@ -213,7 +214,8 @@ class Trainer:
         return out
 
     def _gate_and_publish(self, lin: Lineage, gate_set: list[Sample], new_items: int,
-                          max_ts: int, fresh: list[Sample], progressive: tuple[float, float],
+                          times: tuple[int, int], fresh: list[Sample],
+                          progressive: tuple[float, float],
                           train_loss: float | None) -> CycleReport:
         trained = train_loss is not None
         served_loss = cand_loss = float("nan")
@@ -231,21 +233,23 @@ class Trainer:
         if reason is None or (reason == "gate" and new_items):
             # A rejected candidate is discarded, but new catalog items still need vectors:
             # the served weights are republished with the new rows.
-            version, publish_s, pin = self._publish(lin, max_ts)
+            version, publish_s, pin = self._publish(lin, times)
             reason = reason or pin
         return CycleReport(lin.name, lin.kind, len(fresh), progressive[0], progressive[1],
                            train_loss if train_loss is not None else float("nan"),
                            len(fresh) if trained else 0, served_loss, cand_loss, version,
                            reason, publish_s, 0.0)
 
-    def _publish(self, lin: Lineage, max_ts: int) -> tuple[str | None, float, str | None]:
+    def _publish(self, lin: Lineage, times: tuple[int, int]
+                 ) -> tuple[str | None, float, str | None]:
         start = time.perf_counter()
         version = f"{lin.name}-{lin.seq + 1:08d}"
         vectors = lin.model.export(len(self.table), self.table.semantic)
         info = VersionInfo(
             version=version, dim=int(vectors.shape[1]), item_count=len(self.table),
             created_at=datetime.now(UTC).isoformat(), model_version=version,
-            extra={"lineage": lin.kind, "max_event_ts": str(max_ts), "layout": "w|bias"},
+            extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
+                   "watermark_ms": str(times[1]), "layout": "w|bias"},
             user_prior=lin.model.prior().astype("<f4").tobytes())
         try:
             self.store.publish(lin.name, version, self.table.ids, vectors, info)
