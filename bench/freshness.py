@@ -110,7 +110,7 @@ def main() -> None:
             info = store.current("fresh")
             watermark = int(info.extra.get("watermark_ms", 0)) if info else 0
             done = [p for p in pending if p[0] <= watermark]
-            for ts, sent_at in done:
+            for _ts, sent_at in done:
                 latencies.append(time.monotonic() - sent_at)
             pending = [p for p in pending if p[0] > watermark]
             time.sleep(0.02)

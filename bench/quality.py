@@ -1,5 +1,6 @@
-"""Quality on the simulator: progressive AUC of the incremental model vs the same model frozen
-after warm-up, before and after a preference shift (closed loop, in process, real MiniLM).
+"""Quality on the simulator: incremental vs frozen-after-warm-up, around a preference shift.
+
+Progressive AUC and CTR of both lineages, closed loop, in process, real MiniLM.
 
     python -m bench.quality [--requests 40000] [--shift-at 20000] [--cycle-every 1000]
 

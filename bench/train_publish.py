@@ -25,10 +25,10 @@ from model_store.base import VersionInfo
 from model_store.redis_store import RedisVectorStore
 from worker.batches import make_batch
 from worker.config import ArmSettings, TrainingSettings
+from worker.embedded import EmbeddedStack
 from worker.items import ItemTable
 from worker.model import FreshRecModel
 from worker.training import Trainer
-from worker.embedded import EmbeddedStack
 
 
 def train_rate(items: int, steps: int, batch: int, device: torch.device) -> float:
