@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The README's two commands:  ./dev.sh demo   (set up + run the closed loop)
+#                             ./dev.sh test   (set up + lint + type-check + the whole test suite)
+# Set-up is idempotent: a venv in .venv (FRESHREC_VENV overrides), torch pinned to the CPU
+# build first, then freshrec with its extras. Re-runs only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${FRESHREC_VENV:-.venv}
+
+setup() {
+  if [ ! -f "$VENV/.freshrec-installed" ] || [ pyproject.toml -nt "$VENV/.freshrec-installed" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q torch==2.13.0
+    "$VENV/bin/python" -m pip install -q -e '.[embedded,dev,report]'
+    touch "$VENV/.freshrec-installed"
+  fi
+  # promtool (Debian's prometheus package) runs the alert-rule unit tests; optional.
+  if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+      && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus \
+      >/dev/null 2>&1) || echo "note: promtool not installed; rule tests will be skipped"
+  fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  demo) setup; exec "$VENV/bin/freshrec" demo "$@" ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy"
+    exec "$VENV/bin/python" -m pytest -q -p no:logging "$@"
+    ;;
+  *) echo "usage: ./dev.sh demo [freshrec demo flags] | ./dev.sh test [pytest flags]" >&2; exit 2 ;;
+esac
