@@ -57,6 +57,10 @@ class BatchReport:
     samples: int = 0
     positives: int = 0
     join_outcomes: Counter[str] = field(default_factory=Counter)
+    #: (arm, event type) -> count; an impression at position 0 also counts as a request
+    arm_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: (item_id, event type) -> count, for the exploration statistics
+    item_events: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class IngestPipeline:
@@ -113,6 +117,7 @@ class IngestPipeline:
         events_topic, items_topic = self.topics.events, self.topics.items
         limit = self.max_message_bytes
         offsets, part_ts = self.offsets, self._partition_ts
+        arm_events, item_events = report.arm_events, report.item_events
         now = time.monotonic()
         for msg in messages:
             tp = (msg.topic, msg.partition)
@@ -130,7 +135,12 @@ class IngestPipeline:
                 if self.deduper.seen_before(event.event_id, event.ts):
                     report.duplicates += 1
                 else:
-                    report.consumed[event.type] += 1
+                    etype = event.type
+                    report.consumed[etype] += 1
+                    arm_events[(event.arm, etype)] += 1
+                    item_events[(event.item_id, etype)] += 1
+                    if etype == "impression" and event.position == 0:
+                        arm_events[(event.arm, "request")] += 1
                     self.joiner.add(event, new)
             elif msg.topic == items_topic:
                 item = parse_item(msg.value, limit)

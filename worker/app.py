@@ -15,15 +15,17 @@ from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure
 from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
+from model_store.counters import RedisCounters
 from model_store.redis_store import RedisVectorStore
 from worker.config import Settings
 from worker.encoder import SemanticCache, TextEncoder, resolve_device
 from worker.items import ItemTable
 from worker.loop import Worker
 from worker.metrics import Metrics
+from worker.monitor import DriftMonitor, ExperimentMonitor
 from worker.training import CycleReport, Trainer
 
-__all__ = ["App", "build_app", "redis_client", "vector_store"]
+__all__ = ["App", "build_app", "counters", "redis_client", "vector_store"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,11 @@ def vector_store(settings: Settings) -> RedisVectorStore:
                             settings.redis.retention_versions)
 
 
+def counters(settings: Settings) -> RedisCounters:
+    """Shared per-item and per-arm counters in the configured Redis."""
+    return RedisCounters(redis_client(settings), settings.redis.prefix)
+
+
 def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
     """Build (but do not start) the worker; creates topics when configured to."""
     k, ing = settings.kafka, settings.ingest
@@ -94,10 +101,13 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
         metrics.record_cycle(report)
 
     store = vector_store(settings)
+    drift = DriftMonitor(settings.drift, settings.experiment.control, metrics)
     trainer = Trainer(settings.experiment.arms, settings.training,
                       ItemTable(encoder.dim, device), encode, store, dim=settings.model.dim,
-                      device=device, seed=settings.model.seed, on_report=on_report)
+                      device=device, seed=settings.model.seed, on_report=on_report, drift=drift)
+    monitor = ExperimentMonitor(settings.experiment, metrics, counters(settings))
     worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,
-                    trainer=trainer, checkpoint_interval_s=ing.checkpoint_interval_s,
+                    trainer=trainer, monitor=monitor,
+                    checkpoint_interval_s=ing.checkpoint_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s)
     return App(settings, metrics, pipeline, trainer, worker, store)

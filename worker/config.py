@@ -121,6 +121,8 @@ class ArmSettings(_Section):
     share: float = Field(0.5, gt=0, le=1)
     dim: int | None = None  # None: model.dim
     teacher: str | None = None  # for lineage "distilled": the arm whose model teaches
+    policy: Literal["greedy", "epsilon", "ucb", "thompson"] = "greedy"  # serving policy
+    epsilon: float = Field(0.1, ge=0, le=1)  # for policy "epsilon"
 
 
 class ExperimentSettings(_Section):
@@ -129,6 +131,9 @@ class ExperimentSettings(_Section):
     name: str = "fresh_vs_frozen"
     control: str = "control"
     salt: str = "freshrec"
+    ctr_window_s: float = Field(300.0, gt=0)  # the worker's windowed CTR view
+    sequential_tau: float = Field(0.02, gt=0)  # mSPRT mixture scale (absolute CTR difference)
+    srm_p_value: float = Field(0.001, gt=0, lt=1)
     arms: tuple[ArmSettings, ...] = (
         ArmSettings(name="control", lineage="frozen", share=0.5),
         ArmSettings(name="fresh", lineage="incremental", share=0.5),
@@ -145,6 +150,24 @@ class ExperimentSettings(_Section):
             if arm.lineage == "distilled" and arm.teacher not in names:
                 raise ValueError(f"distilled arm {arm.name!r} needs a teacher among {names}")
         return self
+
+
+class DriftSettings(_Section):
+    """Drift detectors: what they watch and when they alert."""
+
+    reference_arm: str | None = None  # None: the experiment's control (a stable model)
+    start_after_cycles: int = Field(0, ge=0)  # settle time before the reference windows fill
+    psi_window: int = Field(5000, ge=100)
+    psi_threshold: float = Field(0.25, gt=0)
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    label_window: int = Field(5000, ge=100)
+    label_min_change: float = Field(0.1, ge=0)
+    label_p_value: float = Field(0.001, gt=0, lt=1)
+    embedding_moved_cosine: float = Field(0.9, gt=-1, lt=1)
+    embedding_alert_share: float = Field(0.5, gt=0, le=1)
+    hold_cycles: int = Field(10, ge=1)  # an ADWIN detection keeps its alert up this long
+    boost_recent_share: float = Field(0.9, ge=0, le=1)  # replay mix while data drift alerts
+    boost_cycles: int = Field(10, ge=0)
 
 
 class MetricsSettings(_Section):
@@ -181,6 +204,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
     experiment: ExperimentSettings = ExperimentSettings()
+    drift: DriftSettings = DriftSettings()
     metrics: MetricsSettings = MetricsSettings()
     store: StoreSettings = StoreSettings()
 

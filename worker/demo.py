@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consumers.kafka_source import KafkaEventProducer
-from worker.app import build_app, vector_store
+from worker.app import build_app, counters, vector_store
 from worker.config import load_settings
 from worker.embedded import EmbeddedStack
 from worker.serving import Ranker
@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 class DemoOptions:
     """How long and how hard the demo runs."""
 
-    def __init__(self, duration_s: float = 150.0, rate: float = 120.0,
-                 shift_at_s: float | None = 60.0, seed: int = 7, history_out: str | None = None,
-                 workdir: str | None = None, view_every_s: float = 5.0) -> None:
+    def __init__(self, duration_s: float = 180.0, rate: float = 120.0,
+                 shift_at_s: float | None = 90.0, seed: int = 7, history_out: str | None = None,
+                 workdir: str | None = None, view_every_s: float = 5.0,
+                 prewarm_requests: int = 8000) -> None:
         self.duration_s, self.rate, self.shift_at_s = duration_s, rate, shift_at_s
         self.seed, self.history_out, self.workdir = seed, history_out, workdir
         self.view_every_s = view_every_s
+        self.prewarm_requests = prewarm_requests
 
 
 def _simulate(sim: Simulator, producer: KafkaEventProducer, rate: float, stop: threading.Event,
@@ -58,6 +60,10 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             # The simulator clicks within a second of the impression, so a short attribution
             # window gives negatives in seconds instead of the production default's 30 min.
             "ingest": {"join_window_s": 5.0, **overrides.get("ingest", {})},
+            # Every simulated user starts with no history: let that transient pass before
+            # the drift detectors take their reference windows. A 30 s CTR view.
+            "drift": {"start_after_cycles": 20, **overrides.get("drift", {})},
+            "experiment": {"ctr_window_s": 30.0, **overrides.get("experiment", {})},
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "redis": {"url": stack.redis_url},
             "store": {"checkpoint_dir": str(workdir / "checkpoints")},
@@ -69,18 +75,22 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             print(f"metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics",
                   file=out)
         shift_req = int(opts.shift_at_s * opts.rate) if opts.shift_at_s is not None else None
-        sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=shift_req)
+        sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=shift_req,
+                          prewarm_requests=opts.prewarm_requests)
         producer = KafkaEventProducer(settings.kafka.client_options())
-        sim = Simulator(sim_cfg, list(settings.experiment.arms), Ranker(vector_store(settings)),
+        ranker = Ranker(vector_store(settings), counters(settings))
+        sim = Simulator(sim_cfg, list(settings.experiment.arms), ranker,
                         producer.emit, (settings.kafka.events_topic, settings.kafka.items_topic),
                         settings.experiment.salt)
         sim.publish_catalog()
+        sim.prewarm()
         producer.flush()
         stop = threading.Event()
         sim_thread = threading.Thread(target=_simulate, daemon=True, name="simulator",
                                       args=(sim, producer, opts.rate, stop, shift_req))
         history = open(opts.history_out, "w") if opts.history_out else None  # noqa: SIM115
         start = last_view = time.monotonic()
+        alerts = _AlertLog()
         consumed_at_view = 0.0
         sim_thread.start()
         try:
@@ -90,7 +100,7 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
                 if now - last_view >= opts.view_every_s:
                     consumed = _consumed(app)
                     snap = _snapshot(app, sim, now - start, (consumed - consumed_at_view)
-                                     / (now - last_view))
+                                     / (now - last_view), alerts)
                     consumed_at_view, last_view = consumed, now
                     print(_line(snap), file=out, flush=True)
                     if history:
@@ -101,7 +111,8 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             stop.set()
             sim_thread.join(10)
             app.worker.checkpoint()
-            summary = _snapshot(app, sim, time.monotonic() - start, 0.0)
+            summary = _snapshot(app, sim, time.monotonic() - start, 0.0, alerts)
+            summary["drift_alerts"] = alerts.summary()
             if history:
                 history.close()
             app.close()
@@ -117,30 +128,81 @@ def _consumed(app: Any) -> float:
     return total
 
 
-def _snapshot(app: Any, sim: Simulator, elapsed: float, rate: float) -> dict[str, Any]:
+class _AlertLog:
+    """When each drift alert first rose, relative to the simulated preference shift."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.before_shift: set[str] = set()
+
+    def update(self, t: float, shifted: bool, alerts: dict[str, bool]) -> None:
+        for name, up in alerts.items():
+            if up and name not in self.first:
+                self.first[name] = t
+            if up and not shifted:
+                self.before_shift.add(name)
+
+    def summary(self) -> dict[str, Any]:
+        return {"first_alert_s": self.first, "alerts_before_shift": sorted(self.before_shift)}
+
+
+def _snapshot(app: Any, sim: Simulator, elapsed: float, rate: float,
+              alerts: _AlertLog) -> dict[str, Any]:
     lag = sum(app.pipeline.source.lag().values())
+    exp = app.worker.monitor.stats()
+    drift = app.trainer.drift.alerts() if app.trainer.drift is not None else {}
+    alerts.update(elapsed, sim.world.shifted, drift)
     arms = {}
     for name, lin in app.trainer.lineages.items():
         rep = app.trainer.last_reports.get(name)
+        s = exp["arms"].get(name, {})
         arms[name] = {
             "version": lin.published, "lineage": lin.kind,
             "auc": None if rep is None or rep.progressive_auc != rep.progressive_auc
             else round(rep.progressive_auc, 4),
-            "impressions": sim.impressions[name], "clicks": sim.clicks[name],
-            "ctr": round(sim.clicks[name] / sim.impressions[name], 4)
-            if sim.impressions[name] else None,
+            "impressions": s.get("impressions"), "clicks": s.get("clicks"),
+            "ctr": _round(s.get("ctr")), "ctr_window": _round(s.get("ctr_window")),
+            "lift": _round(s.get("lift")), "lift_low": _round(s.get("lift_low")),
+            "lift_high": _round(s.get("lift_high")), "p_value": s.get("p_value"),
+            "sequential_p": s.get("sequential_p"),
         }
     return {"t_s": round(elapsed, 1), "events_per_s": round(rate, 1), "lag": lag,
             "cycles": app.trainer.cycles, "requests": sim.requests,
             "shifted": sim.world.shifted, "new_item_clicks": sim.new_item_clicks,
-            "samples_buffered": len(app.pipeline.buffers), "arms": arms}
+            "samples_buffered": len(app.pipeline.buffers), "srm_p_value": exp["srm_p_value"],
+            "drift": {k: bool(v) for k, v in drift.items()},
+            "drift_scores": _drift_scores(app), "arms": arms}
+
+
+def _drift_scores(app: Any) -> dict[str, float]:
+    d = app.trainer.drift
+    if d is None:
+        return {}
+    out = {"score_psi": d.score_psi.score, "loss_adwin": d.loss.score,
+           "label_ctr": d.label.score}
+    for arm, (_shift, moved) in d.embedding.items():
+        out[f"embedding_moved_share:{arm}"] = moved
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def _round(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None or x != x else round(x, nd)
 
 
 def _line(s: dict[str, Any]) -> str:
-    arms = "  ".join(f"{n}[v{(a['version'] or '-').rsplit('-', 1)[-1].lstrip('0') or '0'} "
-                     f"auc={a['auc']} ctr={a['ctr']}]" for n, a in s["arms"].items())
+    arms = "  ".join(
+        f"{n}[v{(a['version'] or '-').rsplit('-', 1)[-1].lstrip('0') or '0'} auc={a['auc']} "
+        f"ctr={a['ctr_window']}" + (f" lift={a['lift']} p={_fmt_p(a['p_value'])}"
+                                    f" seq_p={_fmt_p(a['sequential_p'])}"
+                                    if a.get("p_value") is not None else "") + "]"
+        for n, a in s["arms"].items())
+    drift = ",".join(k for k, v in s["drift"].items() if v) or "-"
     return (f"t={s['t_s']:>6}s ev/s={s['events_per_s']:>7} lag={s['lag']:>5} "
-            f"cycles={s['cycles']:>4} {'SHIFTED ' if s['shifted'] else ''}{arms}")
+            f"cycles={s['cycles']:>4} {'SHIFTED ' if s['shifted'] else ''}drift={drift} {arms}")
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 from consumers.pipeline import BatchReport, IngestPipeline
 from model_store.checkpoints import CheckpointStore
 from worker.metrics import Metrics
+from worker.monitor import ExperimentMonitor
 
 __all__ = ["Trainer", "Worker"]
 
@@ -48,13 +49,16 @@ class Worker:
     """
 
     def __init__(self, pipeline: IngestPipeline, store: CheckpointStore, metrics: Metrics, *,
-                 trainer: Trainer | None = None, checkpoint_interval_s: float = 5.0,
+                 trainer: Trainer | None = None, monitor: ExperimentMonitor | None = None,
+                 checkpoint_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
         self.trainer = trainer
+        self.monitor = monitor
+        self.experiment: dict[str, Any] | None = None  # last experiment statistics
         self.checkpoint_interval_s = checkpoint_interval_s
         self.poll_max_records = poll_max_records
         self.poll_timeout_s = poll_timeout_s
@@ -71,6 +75,8 @@ class Worker:
         self.pipeline.load_state_dict(ckpt.state["ingest"])
         if self.trainer is not None and "trainer" in ckpt.state:
             self.trainer.load(ckpt.state["trainer"], ckpt.tensors)
+        if self.monitor is not None and "monitor" in ckpt.state:
+            self.monitor.load(ckpt.state["monitor"])
         log.info("restored checkpoint %s (%d samples buffered)", ckpt.path.name,
                  len(self.pipeline.buffers))
         return True
@@ -81,9 +87,13 @@ class Worker:
         if report.messages:
             self._dirty = True
             self.metrics.record_batch(report)
+            if self.monitor is not None:
+                self.monitor.record(report)
         now = self.clock()
         if self.trainer is not None and self.trainer.due(now, self.pipeline):
             self.trainer.run_cycle(self.pipeline, now)
+            if self.monitor is not None:
+                self.experiment = self.monitor.stats()
             self.checkpoint()
         elif self._dirty and now - self._last_checkpoint >= self.checkpoint_interval_s:
             self.checkpoint()
@@ -113,5 +123,10 @@ class Worker:
         tensors: dict[str, np.ndarray] = {}
         if self.trainer is not None:
             state["trainer"], tensors = self.trainer.state()
+        if self.monitor is not None:
+            state["monitor"] = self.monitor.state()
         self.store.save(state, tensors, meta={"offsets": [[t, p, o] for (t, p), o
                                                           in offsets.items()]})
+        if self.monitor is not None:
+            # After the checkpoint that holds these deltas and their token: exactly once.
+            self.monitor.flush()

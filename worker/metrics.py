@@ -6,7 +6,7 @@ ids, so cardinality stays flat however large the catalog grows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -68,6 +68,33 @@ class Metrics:
                                      "language model (cache misses)", registry=r)
         self.catalog_items = Gauge("freshrec_catalog_items", "Items with a known text",
                                    registry=r)
+        exp_labels = ["experiment", "arm"]
+        self.arm_impressions = Counter("freshrec_arm_impressions", "Impressions per experiment "
+                                       "arm", exp_labels, registry=r)
+        self.arm_clicks = Counter("freshrec_arm_clicks", "Clicks per experiment arm",
+                                  exp_labels, registry=r)
+        self.arm_purchases = Counter("freshrec_arm_purchases", "Purchases per experiment arm",
+                                     exp_labels, registry=r)
+        self.arm_requests = Counter("freshrec_arm_requests", "Requests (position-0 "
+                                    "impressions) per experiment arm", exp_labels, registry=r)
+        self.arm_ctr = Gauge("freshrec_arm_ctr", "The worker's CTR per arm over the last "
+                             "ctr_window_s", exp_labels, registry=r)
+        self.arm_ctr_cumulative = Gauge("freshrec_arm_ctr_cumulative", "The worker's CTR per "
+                                        "arm since it started counting", exp_labels, registry=r)
+        self.p_value = Gauge("freshrec_experiment_p_value", "p-value of a treatment vs control "
+                             "(test = z | sequential | srm)", ["experiment", "arm", "test"],
+                             registry=r)
+        self.lift = Gauge("freshrec_experiment_lift", "Relative CTR lift vs control and its 95% "
+                          "interval (bound = estimate | low | high)",
+                          ["experiment", "arm", "bound"], registry=r)
+        self.srm_alert = Gauge("freshrec_experiment_srm_alert", "1 when the sample ratio "
+                               "mismatches the configured shares", ["experiment"], registry=r)
+        self.drift_score = Gauge("freshrec_drift_score", "Drift score per signal",
+                                 ["signal", "arm"], registry=r)
+        self.drift_alert = Gauge("freshrec_drift_alert", "1 while a drift signal alerts",
+                                 ["signal", "arm"], registry=r)
+        self.drift_responses = Counter("freshrec_drift_responses", "Cycles whose replay mix was "
+                                       "boosted towards recent data by a drift alert", registry=r)
         for reason in Reason:
             self.events_rejected.labels(reason.value)
         for outcome in JOIN_OUTCOMES:
@@ -112,6 +139,42 @@ class Metrics:
             self.progressive_auc.labels(arm).set(report.progressive_auc)
         if report.progressive_logloss == report.progressive_logloss:
             self.progressive_logloss.labels(arm).set(report.progressive_logloss)
+
+    def record_arm_event(self, experiment: str, arm: str, etype: str, n: int) -> None:
+        """Count events per arm (arm already mapped to a configured name or 'other')."""
+        counter = {"impression": self.arm_impressions, "click": self.arm_clicks,
+                   "purchase": self.arm_purchases, "request": self.arm_requests}.get(etype)
+        if counter is not None:
+            counter.labels(experiment, arm).inc(n)
+
+    def record_experiment(self, stats: dict[str, Any]) -> None:
+        """Export the output of :meth:`worker.monitor.ExperimentMonitor.stats`."""
+        exp = stats["experiment"]
+        for arm, s in stats["arms"].items():
+            if s["ctr_window"] is not None:
+                self.arm_ctr.labels(exp, arm).set(s["ctr_window"])
+            if s["ctr"] is not None:
+                self.arm_ctr_cumulative.labels(exp, arm).set(s["ctr"])
+            if "p_value" in s:
+                self.p_value.labels(exp, arm, "z").set(s["p_value"])
+                for bound, key in (("estimate", "lift"), ("low", "lift_low"),
+                                   ("high", "lift_high")):
+                    self.lift.labels(exp, arm, bound).set(s[key])
+            if "sequential_p" in s:
+                self.p_value.labels(exp, arm, "sequential").set(s["sequential_p"])
+        self.p_value.labels(exp, "all", "srm").set(stats["srm_p_value"])
+        self.srm_alert.labels(exp).set(1 if stats["srm_alert"] else 0)
+
+    def record_drift(self, snap: dict[str, Any]) -> None:
+        """Export the output of :meth:`worker.monitor.DriftMonitor.export`."""
+        ref = snap["reference_arm"]
+        for signal in ("score_psi", "loss_adwin", "label_ctr"):
+            self.drift_score.labels(signal, ref).set(snap[signal]["score"])
+            self.drift_alert.labels(signal, ref).set(1 if snap[signal]["alert"] else 0)
+        for arm, e in snap["embedding"].items():
+            self.drift_score.labels("embedding_cosine_shift", arm).set(e["mean_cosine_shift"])
+            self.drift_score.labels("embedding_moved_share", arm).set(e["moved_share"])
+            self.drift_alert.labels("embedding_moved_share", arm).set(1 if e["alert"] else 0)
 
     def record_lag(self, lag: dict[tuple[str, int], int]) -> None:
         """Set the per-partition lag gauges."""

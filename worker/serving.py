@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from model_store.base import VectorStore
+from worker.explore import Greedy, Policy
 
-__all__ = ["Ranker", "user_vector"]
+__all__ = ["ItemStats", "Ranker", "user_vector"]
 
-#: A policy turns (candidates, scores) into an ordering; greedy sorts by score.
-Policy = Callable[[Sequence[str], np.ndarray], list[int]]
+
+class ItemStats(Protocol):
+    """Per-item impression and click counts (see :mod:`model_store.counters`)."""
+
+    def item_stats(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(impressions, clicks) per id."""
+        ...
 
 
 def user_vector(history: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -24,11 +31,6 @@ def user_vector(history: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.concatenate([prior + pooled, [1.0]]).astype(np.float32)
 
 
-def greedy(candidates: Sequence[str], scores: np.ndarray) -> list[int]:
-    """Highest score first (stable for ties)."""
-    return list(np.argsort(-scores, kind="stable"))
-
-
 class Ranker:
     """Scores candidates with one atomic lookup per request (history + candidates together).
 
@@ -36,8 +38,9 @@ class Ranker:
     brand-new item is neither buried nor promoted before its first publish.
     """
 
-    def __init__(self, store: VectorStore) -> None:
+    def __init__(self, store: VectorStore, stats: ItemStats | None = None) -> None:
         self.store = store
+        self.stats = stats
         self._priors: dict[tuple[str, str], np.ndarray] = {}
 
     def scores(self, user_recent_items: Sequence[str], candidates: Sequence[str], arm: str
@@ -56,10 +59,15 @@ class Ranker:
         return version, np.where(known, scores, fill).astype(np.float32)
 
     def rank(self, user_recent_items: Sequence[str], candidates: Sequence[str], arm: str,
-             policy: Policy = greedy) -> tuple[str | None, list[str], np.ndarray]:
-        """(version, candidates in display order, their scores)."""
+             policy: Policy | None = None) -> tuple[str | None, list[str], np.ndarray]:
+        """(version, candidates in display order, their scores) under ``policy`` (greedy)."""
         version, scores = self.scores(user_recent_items, candidates, arm)
-        order = policy(candidates, scores)
+        policy = policy or Greedy()
+        if self.stats is not None and not isinstance(policy, Greedy):
+            imps, clicks = self.stats.item_stats(candidates)
+        else:
+            imps = clicks = np.zeros(len(candidates))
+        order = policy.order(scores, imps, clicks)
         return version, [candidates[k] for k in order], scores[order]
 
     def _prior(self, arm: str, version: str, dim: int) -> np.ndarray:

@@ -25,7 +25,8 @@ import numpy as np
 
 from worker.config import ArmSettings
 from worker.experiments import assign_arm
-from worker.serving import Policy, Ranker, greedy
+from worker.explore import Policy, make_policy
+from worker.serving import Ranker
 
 __all__ = ["SimConfig", "Simulator", "World"]
 
@@ -55,6 +56,7 @@ class SimConfig:
     shift_at_request: int | None = 30_000
     shift_quality_share: float = 0.5
     history_len: int = 10
+    prewarm_requests: int = 0  # served in random order before ranking starts (an app's past)
 
 
 @dataclass
@@ -129,17 +131,19 @@ class Simulator:
         emit: event sink ``(topic, key, value)``.
         topics: (events topic, items topic).
         salt: assignment salt (must match the apps' and the worker's).
-        policy: ordering policy for the ranker (greedy by default).
+        policies: ordering policy per arm; default from each arm's ``policy`` setting.
         clock_ms: event-time source; the default is wall-clock ms.
     """
 
     def __init__(self, cfg: SimConfig, arms: list[ArmSettings], ranker: Ranker | None,
                  emit: Emit, topics: tuple[str, str] = ("freshrec.events", "freshrec.items"),
-                 salt: str = "freshrec", policy: Policy = greedy,
+                 salt: str = "freshrec", policies: dict[str, Policy] | None = None,
                  clock_ms: Callable[[], int] | None = None) -> None:
         self.cfg, self.arms, self.ranker, self.emit = cfg, arms, ranker, emit
         self.events_topic, self.items_topic = topics
-        self.salt, self.policy = salt, policy
+        self.salt = salt
+        self.policies = policies or {a.name: make_policy(a.policy, cfg.seed, a.epsilon)
+                                     for a in arms}
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.world = World(cfg)
         self.rng = np.random.default_rng(cfg.seed + 1)
@@ -148,6 +152,7 @@ class Simulator:
         self.impressions: Counter[str] = Counter()
         self.clicks: Counter[str] = Counter()
         self.new_item_clicks = 0
+        self._prewarmed = 0
         self._arm_of = [assign_arm(f"user-{u:05d}", arms, salt) for u in range(cfg.n_users)]
         self._enc = msgspec.json.Encoder()
 
@@ -156,20 +161,38 @@ class Simulator:
         for _ in range(self.cfg.initial_items):
             self._add_item()
 
+    def prewarm(self) -> None:
+        """Serve ``prewarm_requests`` in random order, as an app's history before freshrec.
+
+        Users start with click histories, so the measured period is not dominated by the
+        cold-start transient of every user at once.
+        """
+        ranker, self.ranker = self.ranker, None
+        try:
+            for _ in range(self.cfg.prewarm_requests):
+                self.step(count=False)
+        finally:
+            self.ranker = ranker
+            self.impressions.clear()
+            self.clicks.clear()
+            self.new_item_clicks = 0
+
     def _add_item(self) -> None:
         item_id, text = self.world.new_item()
         self.emit(self.items_topic, item_id.encode(), self._enc.encode(
             {"item_id": item_id, "ts": self.clock_ms(), "text": text,
              "attributes": {"category": CATEGORIES[self.world.item_cat[-1]]}}))
 
-    def step(self) -> dict[str, Any]:
+    def step(self, count: bool = True) -> dict[str, Any]:
         """Serve one request; returns what was shown and clicked (for tests and views)."""
         cfg, world = self.cfg, self.world
-        if cfg.shift_at_request is not None and self.requests == cfg.shift_at_request:
-            world.shift()
-        if self.requests % cfg.new_item_every == 0 and self.requests:
-            self._add_item()
-        self.requests += 1
+        if count:
+            if cfg.shift_at_request is not None and self.requests == cfg.shift_at_request:
+                world.shift()
+            if self.requests % cfg.new_item_every == 0 and self.requests:
+                self._add_item()
+            self.requests += 1
+        self._prewarmed += 0 if count else 1
         user = int(self.rng.integers(cfg.n_users))
         user_id, arm = f"user-{user:05d}", self._arm_of[user]
         n = world.n_items
@@ -181,14 +204,14 @@ class Simulator:
         hist = self.history.get(user, deque())
         recent = [f"item-{i:06d}" for i in hist]
         if self.ranker is not None:
-            version, shown, _ = self.ranker.rank(recent, candidates, arm, self.policy)
+            version, shown, _ = self.ranker.rank(recent, candidates, arm, self.policies[arm])
         else:
             version, shown = None, [candidates[k] for k in self.rng.permutation(len(candidates))]
         shown = shown[: cfg.slate]
         rows = [int(s[5:]) for s in shown]
         probs = world.click_prob(user, rows)
         clicked = self.rng.random(len(rows)) < probs
-        ts, req = self.clock_ms(), f"req-{cfg.seed}-{self.requests}"
+        ts, req = self.clock_ms(), f"req-{cfg.seed}-{self.requests}-{self._prewarmed}"
         for pos, (item_id, row, hit) in enumerate(zip(shown, rows, clicked, strict=True)):
             base = {"ts": ts, "user_id": user_id, "item_id": item_id, "request_id": req,
                     "arm": arm, "position": pos, "propensity": 1.0,

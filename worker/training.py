@@ -32,6 +32,7 @@ from worker.evaluation import auc, logloss
 from worker.items import ItemTable
 from worker.lineage import Lineage
 from worker.model import FreshRecModel
+from worker.monitor import DriftMonitor
 
 __all__ = ["CycleReport", "Trainer"]
 
@@ -82,13 +83,15 @@ class Trainer:
     def __init__(self, arms: Sequence[ArmSettings], cfg: TrainingSettings, table: ItemTable,
                  encode: EncodeFn, store: VectorStore, *, dim: int = 64,
                  device: torch.device | None = None, seed: int = 0,
-                 on_report: Callable[[CycleReport], None] | None = None) -> None:
+                 on_report: Callable[[CycleReport], None] | None = None,
+                 drift: DriftMonitor | None = None) -> None:
         self.cfg = cfg
         self.table = table
         self.encode = encode
         self.store = store
         self.device = device or torch.device("cpu")
         self.on_report = on_report
+        self.drift = drift
         self.lineages: dict[str, Lineage] = {}
         for k, arm in enumerate(arms):
             model = FreshRecModel(table.text_dim, arm.dim or dim, seed=seed + k).to(self.device)
@@ -136,6 +139,8 @@ class Trainer:
             if self.on_report is not None:
                 self.on_report(report)
         self.cycles += 1
+        if self.drift is not None:
+            self.drift.export()
         return reports
 
     def _encode_changed(self, pipeline: IngestPipeline) -> int:
@@ -155,6 +160,13 @@ class Trainer:
         if not fresh or lin.published is None:
             return float("nan"), float("nan")
         probs, labels = self._predict(lin.served, fresh)
+        if self.drift is not None and lin.name == self.drift.reference_arm:
+            # Data drift is read off a model that has stopped learning, on the traffic it
+            # served itself: then neither our training nor another arm's policy moves it.
+            settled = lin.cycles >= self.cfg.warmup_cycles + self.drift.cfg.start_after_cycles
+            if lin.kind != "frozen" or settled:
+                own = np.array([s.arm == lin.name for s in fresh])
+                self.drift.observe_predictions(lin.name, probs[own], labels[own])
         return auc(labels, probs), logloss(labels, probs)
 
     def _predict(self, model: FreshRecModel, samples: list[Sample]) -> tuple[np.ndarray,
@@ -172,12 +184,15 @@ class Trainer:
             return {}
         share = self.cfg.holdout_share
         new = [s for s in fresh if not is_holdout(s.request_id, share)]
+        recent_share = (self.drift.recent_share(pipeline.buffers.recent_share)
+                        if self.drift is not None else None)
         half = self.cfg.batch_size // 2
         steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
         totals = {lin.name: 0.0 for lin in training}
         for step in range(steps):
             chunk = new[step * half:(step + 1) * half]
-            replay = [s for s in pipeline.buffers.sample(self.cfg.batch_size - len(chunk))
+            replay = [s for s in pipeline.buffers.sample(self.cfg.batch_size - len(chunk),
+                                                         recent_share)
                       if not is_holdout(s.request_id, share)]
             samples = chunk + replay
             if not samples:
@@ -258,6 +273,8 @@ class Trainer:
         lin.seq += 1
         lin.published = version
         lin.promote()
+        if self.drift is not None:
+            self.drift.observe_publish(lin.name, self.table.ids, vectors[:, :-1])
         return version, time.perf_counter() - start, None
 
     # ----------------------------------------------------------------- checkpoints
