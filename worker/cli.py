@@ -142,8 +142,39 @@ def cmd_status(args: argparse.Namespace) -> int:
             "created_at": info.created_at if info else None,
             "versions": store.versions(arm.name), "pinned": store.pinned(arm.name),
         }
-    print(json.dumps({"experiment": settings.experiment.name, "arms": arms}, indent=2))
+    print(json.dumps({"experiment": settings.experiment.name, "arms": arms,
+                      "statistics": _global_stats(settings)}, indent=2))
     return 0
+
+
+def _global_stats(settings: Settings) -> dict[str, Any]:
+    """Experiment statistics from the counters every worker adds to Redis."""
+    from worker.app import counters  # noqa: PLC0415
+    from worker.stats import compare, msprt_p_value, srm_p_value  # noqa: PLC0415
+
+    exp = settings.experiment
+    totals = counters(settings).arm_totals()
+    control = totals.get(exp.control, {})
+    out: dict[str, Any] = {"control": exp.control, "arms": {}}
+    for arm in exp.arms:
+        t = totals.get(arm.name, {})
+        imps, clicks = t.get("impression", 0), t.get("click", 0)
+        entry: dict[str, Any] = {"impressions": imps, "clicks": clicks,
+                                 "requests": t.get("request", 0),
+                                 "ctr": clicks / imps if imps else None}
+        if arm.name != exp.control:
+            res = compare(control.get("click", 0), control.get("impression", 0), clicks, imps)
+            if res is not None:
+                entry.update(lift=res.lift, lift_ci95=[res.lift_low, res.lift_high],
+                             z=res.z, p_value=res.p_value,
+                             msprt_p_value_now=msprt_p_value(
+                                 control.get("click", 0), control.get("impression", 0),
+                                 clicks, imps, exp.sequential_tau))
+        out["arms"][arm.name] = entry
+    requests = [totals.get(a.name, {}).get("request", 0) for a in exp.arms]
+    out["srm_p_value"] = srm_p_value(requests, [a.share for a in exp.arms])
+    out["srm_alert"] = out["srm_p_value"] < exp.srm_p_value
+    return out
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -161,6 +192,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"rollback failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"arm": args.arm, "current": version, "pinned": version}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """PNG charts from a demo's --history-out file."""
+    from worker.report import write_report  # noqa: PLC0415
+
+    for path in write_report(args.history, args.out):
+        print(path)
     return 0
 
 
@@ -219,6 +259,10 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--arm", required=True)
     rollback.add_argument("--release", action="store_true", help="remove the rollback pin")
     rollback.set_defaults(fn=cmd_rollback)
+    report = sub.add_parser("report", help="PNG charts from a run's history (demo --history-out)")
+    report.add_argument("--history", required=True, help="JSON lines written by demo")
+    report.add_argument("--out", default="freshrec-report", help="output directory")
+    report.set_defaults(fn=cmd_report)
     return p
 
 

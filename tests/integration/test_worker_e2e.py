@@ -71,6 +71,7 @@ def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_di
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and app.trainer.lineages["fresh"].seq < 2:
             app.worker.run_once()
+        app.worker.checkpoint()  # flushes the arm and item counters to Redis
         assert app.trainer.lineages["fresh"].seq >= 2, "two versions not published within 60 s"
     finally:
         app.close()
@@ -85,6 +86,15 @@ def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_di
                      "--arm", "fresh"]) == 0
     rolled = json.loads(capsys.readouterr().out)
     assert store.current("fresh").version == rolled["current"] != out["version"]
+    assert cli_main(["status", "--redis-url", stack.redis_url, "--set", f"redis.prefix={uid}"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["arms"]["fresh"]["pinned"] == rolled["current"]
+    stats = status["statistics"]["arms"]
+    # every impression the simulator sent was counted once, across the arms, in Redis
+    sent = app.worker.monitor.totals
+    assert stats["fresh"]["impressions"] == sent["fresh"]["impression"] > 0
+    assert stats["control"]["clicks"] == sent["control"]["click"]
+    assert "p_value" in stats["fresh"] and 0 <= status["statistics"]["srm_p_value"] <= 1
 
 
 def test_kill_worker_mid_run_restart_resumes_without_losing_events(

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from consumers.dlq import MemoryDeadLetters
 from consumers.events import RawMessage
@@ -165,3 +166,28 @@ def test_text_only_new_item_lands_near_its_own_kind(real_encoder):
     assert len(same) > 5 and len(other) > 20
     assert np.mean(same) > np.mean(other) + 0.1
     assert CATEGORIES[0] == "running shoes"
+
+
+def test_distilled_student_learns_from_a_larger_teacher(tiny_bert_dir):
+    enc = TextEncoder(tiny_bert_dir)
+    arms = [ArmSettings(name="teacher", lineage="incremental", share=0.5, dim=32),
+            ArmSettings(name="student", lineage="distilled", share=0.5, dim=8,
+                        teacher="teacher")]
+    source, pipeline, store, trainer = build(enc, sim_messages(1200), arms=arms)
+    assert [lin.name for lin in trainer._order] == ["teacher", "student"]  # teacher first
+    reports = drive(source, pipeline, trainer)
+    student = [r for r in reports if r.arm == "student"]
+    assert sum(r.n_trained > 0 for r in student) >= 3
+    assert store.current("student").dim == 9 and store.current("teacher").dim == 33
+    # the student's predictions track the teacher's better than an untrained model's do
+    from worker.batches import make_batch
+    from worker.model import FreshRecModel
+
+    batch = make_batch(list(pipeline.buffers.recent.items)[-500:], trainer.table, trainer.device)
+    sem = trainer.table.semantic
+    args = (batch.items, batch.history, batch.mask, sem)
+    t = torch.sigmoid(trainer.lineages["teacher"].model(*args))
+    s = torch.sigmoid(trainer.lineages["student"].model(*args))
+    fresh_model = FreshRecModel(trainer.table.text_dim, 8, capacity=trainer.table.capacity, seed=9)
+    u = torch.sigmoid(fresh_model(batch.items, batch.history, batch.mask, sem))
+    assert float((s - t).abs().mean()) < float((u - t).abs().mean())
