@@ -49,6 +49,9 @@ class TextEncoder:
     def __init__(self, model_path: str | None = None, device: torch.device | None = None,
                  batch_size: int = 64, max_length: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - heavy import
+        from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+        hf_logging.disable_progress_bar()
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = model_path or default_model_path()
