@@ -100,9 +100,10 @@ class Metrics:
         for outcome in JOIN_OUTCOMES:
             self.join_outcomes.labels(outcome)
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose ``/metrics`` over HTTP in a daemon thread (non-blocking)."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> Any:
+        """Expose ``/metrics`` over HTTP in a daemon thread; returns the server (``shutdown()``)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server
 
     def record_batch(self, report: BatchReport) -> None:
         """Account for one ingestion step."""

@@ -45,7 +45,7 @@ def test_prometheus_config_is_valid():
 def test_real_prometheus_scrapes_arm_counters(tmp_path):
     metrics = Metrics()
     port = free_port()
-    metrics.serve("127.0.0.1", port)
+    http = metrics.serve("127.0.0.1", port)
     mon = ExperimentMonitor(ExperimentSettings(), metrics)
     report = BatchReport()
     report.arm_events = Counter({("fresh", "impression"): 40, ("fresh", "click"): 6})
@@ -72,6 +72,8 @@ def test_real_prometheus_scrapes_arm_counters(tmp_path):
         assert result[0]["metric"]["arm"] == "fresh" and float(result[0]["value"][1]) == 6.0
     finally:
         server.stop()
+        http.shutdown()
+        http.server_close()
 
 
 def test_grafana_dashboard_queries_only_exported_metrics():
