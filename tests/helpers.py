@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from consumers.events import RawMessage, Sample
+from consumers.events import BehaviourEvent, RawMessage, Sample
 from consumers.joiner import Joiner
 from consumers.parse import parse_event
 
@@ -62,11 +62,11 @@ def expected_samples(events: list[dict[str, Any]], window_ms: int = 30 * 60 * 10
     joiner, seen, out = Joiner(window_ms=window_ms), set(), []
     for obj in events:
         ev = parse_event(encode(obj))
-        assert not isinstance(ev, tuple) or hasattr(ev, "event_id")
-        if ev.event_id in seen:  # type: ignore[union-attr]
+        assert isinstance(ev, BehaviourEvent), ev
+        if ev.event_id in seen:
             continue
-        seen.add(ev.event_id)  # type: ignore[union-attr]
-        joiner.add(ev, out)  # type: ignore[arg-type]
+        seen.add(ev.event_id)
+        joiner.add(ev, out)
         joiner.expire(out)
     joiner.flush(out)
     return out
