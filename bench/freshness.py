@@ -24,12 +24,12 @@ import msgspec
 import numpy as np
 
 from consumers.kafka_source import KafkaEventProducer
-from worker.app import build_app, vector_store
 from worker.config import load_settings
-from worker.embedded import EmbeddedStack
-from worker.serving import Ranker
-from worker.simulate import SimConfig, Simulator
-from worker.training import is_holdout
+from worker.learning.training import is_holdout
+from worker.runtime.app import build_app, vector_store
+from worker.serving.ranker import Ranker
+from worker.tools.embedded import EmbeddedStack
+from worker.tools.simulate import SimConfig, Simulator
 
 
 def main() -> None:

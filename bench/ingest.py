@@ -21,8 +21,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from consumers.dlq import MemoryDeadLetters
 from consumers.kafka_source import CONSUMER_DEFAULTS, KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
-from tests.helpers import traffic
-from worker.embedded import EmbeddedStack
+from worker.tools.embedded import EmbeddedStack
+from worker.tools.synthetic import traffic
 
 
 def produce(opts: dict[str, Any], topic: str, n: int) -> int:

@@ -21,13 +21,13 @@ from consumers.events import RawMessage
 from consumers.joiner import Joiner
 from consumers.pipeline import IngestPipeline
 from model_store.memory_store import MemoryVectorStore
-from tests.fakes import ListSource
 from worker.config import ArmSettings, TrainingSettings
-from worker.encoder import SemanticCache, TextEncoder
-from worker.items import ItemTable
-from worker.serving import Ranker
-from worker.simulate import SimConfig, Simulator
-from worker.training import Trainer
+from worker.learning.encoder import SemanticCache, TextEncoder
+from worker.learning.items import ItemTable
+from worker.learning.training import Trainer
+from worker.serving.ranker import Ranker
+from worker.tools.simulate import SimConfig, Simulator
+from worker.tools.synthetic import ListSource
 
 
 def main() -> None:

@@ -23,12 +23,12 @@ from consumers.events import Sample
 from consumers.replay import ReplayBuffers
 from model_store.base import VersionInfo
 from model_store.redis_store import RedisVectorStore
-from worker.batches import make_batch
 from worker.config import ArmSettings, TrainingSettings
-from worker.embedded import EmbeddedStack
-from worker.items import ItemTable
-from worker.model import FreshRecModel
-from worker.training import Trainer
+from worker.learning.batches import make_batch
+from worker.learning.items import ItemTable
+from worker.learning.model import FreshRecModel
+from worker.learning.training import Trainer
+from worker.tools.embedded import EmbeddedStack
 
 
 def train_rate(items: int, steps: int, batch: int, device: torch.device) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ PersistFn = Callable[[Offsets], None]
 
 @dataclass(frozen=True)
 class Topics:
-    """The three contract topics (DESIGN.md)."""
+    """The three contract topics (README: Topics)."""
 
     events: str = "freshrec.events"
     items: str = "freshrec.items"
@@ -70,10 +70,14 @@ class IngestPipeline:
         source: the consumer-group member.
         dead_letters: sink for rejected messages.
         topics: contract topic names.
-        buffers, joiner, deduper, catalog: the state, injectable for tests.
+        buffers, joiner, deduper, catalog: the state (configured instances, or defaults).
         max_message_bytes: larger messages are rejected as ``too_large``.
-        on_samples: optional callback for each batch of new samples (e.g. progressive
-            validation); called before the samples enter the buffers.
+        max_fresh: samples kept for the trainer when nobody drains them (ingest-only).
+        idle_partition_s: a partition whose event time has not moved for this long stops
+            holding the join watermark back.
+
+    It also implements :class:`worker.learning.feed.SampleFeed` structurally, which is all a
+    training cycle sees of it.
     """
 
     def __init__(self, source: EventSource, dead_letters: DeadLetterSink,
@@ -85,10 +89,12 @@ class IngestPipeline:
         self.source = source
         self.dead_letters = dead_letters
         self.topics = topics or Topics()
-        self.buffers = buffers or ReplayBuffers()
-        self.joiner = joiner or Joiner()
-        self.deduper = deduper or Deduper()
-        self.catalog = catalog or Catalog()
+        # ``is None``, not ``or``: an empty buffer or window is falsy, and ``or`` silently
+        # replaced the configured (empty) instances with defaults.
+        self.buffers = ReplayBuffers() if buffers is None else buffers
+        self.joiner = Joiner() if joiner is None else joiner
+        self.deduper = Deduper() if deduper is None else deduper
+        self.catalog = Catalog() if catalog is None else catalog
         self.max_message_bytes = max_message_bytes
         self.max_fresh = max_fresh
         self.idle_partition_s = idle_partition_s
@@ -219,10 +225,36 @@ class IngestPipeline:
         report.samples += len(new)
         report.positives += sum(s.label for s in new)
 
+    # ----------------------------------------------------------------- SampleFeed
+    def pending(self) -> int:
+        """Samples produced since the last :meth:`take_fresh`."""
+        return len(self.fresh)
+
     def take_fresh(self) -> list[Sample]:
         """Samples produced since the last call (for progressive validation), oldest first."""
         out, self.fresh = self.fresh, []
         return out
+
+    def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
+        """``n`` samples from the replay buffers (see :meth:`ReplayBuffers.sample`)."""
+        return self.buffers.sample(n, recent_share)
+
+    def buffered(self) -> int:
+        """Samples held in the replay buffers."""
+        return len(self.buffers)
+
+    def recent_newest_first(self) -> Iterator[Sample]:
+        """The recent window, newest first."""
+        return reversed(self.buffers.recent.items)
+
+    def changed_items(self) -> int:
+        """Catalog items whose text changed and was not taken yet."""
+        return self.catalog.changed
+
+    def take_changed_texts(self, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` changed items as ``(item_id, text)``, sorted by id."""
+        texts = self.catalog.texts
+        return [(i, texts[i]) for i in self.catalog.take_changed(limit)]
 
     def state_dict(self) -> dict[str, Any]:
         """All ingestion state as JSON-serialisable data."""

@@ -22,7 +22,20 @@ import redis
 
 from model_store.base import PinnedError, VersionInfo
 
-__all__ = ["RedisVectorStore"]
+__all__ = ["RedisVectorStore", "connect"]
+
+def connect(url: str, password: str | None = None) -> redis.Redis:
+    """One pooled client for ``url``; the vector store and the counters share it.
+
+    Commands fail after a few seconds rather than hanging when Redis is unreachable, so a
+    caller can retry with backoff instead of blocking the ingestion loop.
+    """
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0,
+                              "health_check_interval": 30}
+    if password is not None:
+        kwargs["password"] = password
+    return redis.Redis.from_url(url, **kwargs)
+
 
 _FLIP = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('PINNED') end

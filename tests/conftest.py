@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[object]:
-    from worker.embedded import EmbeddedStack
+    from worker.tools.embedded import EmbeddedStack
 
     with EmbeddedStack() as s:
         yield s
@@ -46,7 +46,7 @@ def tiny_bert_dir(tmp_path_factory):
 
     from transformers import BertConfig, BertModel
 
-    from worker.encoder import default_model_path
+    from worker.learning.encoder import default_model_path
 
     out = tmp_path_factory.mktemp("tiny-bert")
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
@@ -65,6 +65,6 @@ def tiny_bert_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_encoder():
     """The real all-MiniLM-L6-v2 from the installed package (loaded once)."""
-    from worker.encoder import TextEncoder
+    from worker.learning.encoder import TextEncoder
 
     return TextEncoder()

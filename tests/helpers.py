@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import msgspec
 
 from consumers.events import BehaviourEvent, RawMessage, Sample
 from consumers.joiner import Joiner
 from consumers.parse import parse_event
+from worker.tools.synthetic import encode, event, traffic
 
-
-def event(etype: str, *, eid: str, ts: int, user: str = "u1", item: str = "i1",
-          req: str = "r1", arm: str = "fresh", **extra: Any) -> dict[str, Any]:
-    return {"event_id": eid, "ts": ts, "type": etype, "user_id": user, "item_id": item,
-            "request_id": req, "arm": arm, "position": 0, "propensity": 0.5, **extra}
-
-
-def encode(obj: Any) -> bytes:
-    return msgspec.json.encode(obj)
-
-
-def traffic(n_requests: int, seed: int = 0, t0: int = 1_700_000_000_000,
-            ctr: float = 0.3) -> Iterator[dict[str, Any]]:
-    """A seeded stream: each request shows 2 items; some get clicked seconds later."""
-    rng = random.Random(seed)
-    for r in range(n_requests):
-        user = f"u{rng.randrange(50)}"
-        ts = t0 + r * 100
-        for slot in range(2):
-            item = f"i{rng.randrange(200)}"
-            yield event("impression", eid=f"imp-{r}-{slot}", ts=ts, user=user, item=item,
-                        req=f"r{r}", position=slot)
-            if rng.random() < ctr:
-                yield event("click", eid=f"clk-{r}-{slot}", ts=ts + 2000, user=user,
-                            item=item, req=f"r{r}", position=slot)
+__all__ = ["encode", "event", "expected_samples", "malformed", "raw", "sample_key", "traffic",
+           "wait_for"]
 
 
 def malformed() -> list[tuple[bytes, str]]:

@@ -1,1 +1,5 @@
-"""The freshrec worker: training loop, serving helpers, metrics, CLI wiring."""
+"""The freshrec worker, one sub-package per concern.
+
+Dependencies point one way: ``tools`` -> ``runtime`` -> ``serving`` -> ``learning`` /
+``experiments`` -> ``config`` -> :mod:`consumers` / :mod:`model_store`.
+"""

@@ -10,8 +10,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
 from model_store.checkpoints import CheckpointStore
-from worker.loop import Worker
-from worker.metrics import Metrics
+from worker.runtime.loop import Worker
+from worker.runtime.metrics import Metrics
 
 
 def make_topics(opts: dict[str, Any], uid: str, partitions: int = 4) -> Topics:

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from consumers.pipeline import BatchReport
-from worker.config import ExperimentSettings
-from worker.embedded import ManagedProcess, free_port
-from worker.metrics import Metrics
-from worker.monitor import ExperimentMonitor
+from worker.runtime.metrics import Metrics
+from worker.tools.embedded import ManagedProcess, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
@@ -46,10 +44,10 @@ def test_real_prometheus_scrapes_arm_counters(tmp_path):
     metrics = Metrics()
     port = free_port()
     http = metrics.serve("127.0.0.1", port)
-    mon = ExperimentMonitor(ExperimentSettings(), metrics)
+    metrics.configure_experiment("fresh_vs_frozen", ["control", "fresh"])
     report = BatchReport()
     report.arm_events = Counter({("fresh", "impression"): 40, ("fresh", "click"): 6})
-    mon.record(report)
+    metrics.record_batch(report)
     prom_port = free_port()
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(
@@ -69,7 +67,8 @@ def test_real_prometheus_scrapes_arm_counters(tmp_path):
                 result = json.load(resp)["data"]["result"]
             time.sleep(0.5)
         assert result, "Prometheus never scraped freshrec_arm_clicks_total"
-        assert result[0]["metric"]["arm"] == "fresh" and float(result[0]["value"][1]) == 6.0
+        by_arm = {r["metric"]["arm"]: float(r["value"][1]) for r in result}
+        assert by_arm == {"control": 0.0, "fresh": 6.0, "other": 0.0}
     finally:
         server.stop()
         http.shutdown()
@@ -88,11 +87,12 @@ def test_grafana_dashboard_queries_only_exported_metrics():
     m = Metrics()
     m.record_experiment({"experiment": "e", "arms": {"fresh": {
         "ctr": 0.1, "ctr_window": 0.1, "p_value": 0.5, "lift": 0.0, "lift_low": -0.1,
-        "lift_high": 0.1, "sequential_p": 0.5}}, "srm_p_value": 0.5, "srm_alert": False})
+        "lift_high": 0.1, "diff": 0.0, "diff_low": -0.01, "diff_high": 0.01,
+        "sequential_p": 0.5}}, "srm_p_value": 0.5, "srm_alert": False})
     m.record_drift({"reference_arm": "control", "score_psi": {"score": 0, "alert": False},
                     "loss_adwin": {"score": 0, "alert": False},
                     "label_ctr": {"score": 0, "alert": False}, "embedding": {}})
-    m.drift_responses.inc(0)
+    m.record_drift_response()
     exported = generate_latest(m.registry).decode()
     for name in names:
         base = re.sub(r"_(bucket)$", "", name)

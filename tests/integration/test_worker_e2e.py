@@ -18,11 +18,11 @@ from consumers.kafka_source import KafkaEventProducer
 from model_store.redis_store import RedisVectorStore
 from tests.helpers import expected_samples, sample_key, wait_for
 from tests.integration.ingest_helpers import drain
-from worker.app import build_app
-from worker.cli import main as cli_main
 from worker.config import ArmSettings, load_settings
-from worker.encoder import TextEncoder
-from worker.simulate import SimConfig, Simulator
+from worker.learning.encoder import TextEncoder
+from worker.runtime.app import build_app
+from worker.tools.cli import main as cli_main
+from worker.tools.simulate import SimConfig, Simulator
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_kill_worker_mid_run_restart_resumes_without_losing_events(
     events = simulate(settings.kafka.client_options(), topics, 1500)
     sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in ov.items() for k, v in d.items()]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", *sets], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "worker.tools.cli", "run", *sets], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         ckpt = tmp_path / "ckpt"

@@ -14,12 +14,13 @@ from model_store.counters import MemoryCounters
 from model_store.memory_store import MemoryVectorStore
 from tests.fakes import ListSource
 from worker.config import DriftSettings, ExperimentSettings, TrainingSettings
-from worker.encoder import SemanticCache
-from worker.items import ItemTable
-from worker.monitor import DriftMonitor, ExperimentMonitor
-from worker.serving import Ranker
-from worker.simulate import SimConfig, Simulator
-from worker.training import Trainer
+from worker.experiments.drift_monitor import DriftMonitor
+from worker.experiments.monitor import ExperimentMonitor
+from worker.learning.encoder import SemanticCache
+from worker.learning.items import ItemTable
+from worker.learning.training import Trainer
+from worker.serving.ranker import Ranker
+from worker.tools.simulate import SimConfig, Simulator
 
 
 @pytest.mark.slow
@@ -55,8 +56,9 @@ def test_incremental_beats_frozen_after_a_shift_and_drift_fires_only_after(real_
             monitor.flush()
             up = {k for k, v in drift.alerts().items() if v}
             (alerts_before if n < shift_at else alerts_after).update(up)
-    stats = monitor.stats()["arms"]["fresh"]
-    assert stats["ctr"] > monitor.stats()["arms"]["control"]["ctr"]
+    monitor.update()
+    stats = monitor.snapshot()["arms"]["fresh"]
+    assert stats["ctr"] > monitor.snapshot()["arms"]["control"]["ctr"]
     assert stats["p_value"] < 0.01 and stats["sequential_p"] < 0.01
     assert alerts_before == set(), f"drift alerted before the shift: {alerts_before}"
     assert alerts_after, "no drift alert after the shift"

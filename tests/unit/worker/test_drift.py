@@ -1,6 +1,6 @@
 import numpy as np
 
-from worker.drift import Adwin, LabelDrift, ScorePSI, embedding_drift, psi
+from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, embedding_drift, psi
 
 
 def test_psi_is_zero_for_same_distribution_and_large_for_a_shift():

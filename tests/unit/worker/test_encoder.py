@@ -1,6 +1,6 @@
 import numpy as np
 
-from worker.encoder import SemanticCache, TextEncoder
+from worker.learning.encoder import SemanticCache, TextEncoder
 
 
 def test_tiny_encoder_gives_unit_vectors_in_batches(tiny_bert_dir):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from worker.explore import UCB1, EpsilonGreedy, Greedy, Thompson, make_policy
+from worker.experiments.explore import UCB1, EpsilonGreedy, Greedy, Thompson, make_policy
 
 
 def bandit(policy, probs, rounds=4000, seed=0):

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from worker.model import FreshRecModel
-from worker.serving import user_vector
+from worker.learning.model import FreshRecModel
+from worker.serving.ranker import user_vector
 
 
 def toy(n_items=50, text_dim=16, seed=0):

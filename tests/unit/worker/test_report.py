@@ -1,6 +1,6 @@
 import json
 
-from worker.report import write_report
+from worker.tools.report import write_report
 
 
 def snapshot(t, shifted, ctr_c, ctr_f, alert):

@@ -6,8 +6,8 @@ import pytest
 from scipy import stats as sps
 
 from worker.config import ArmSettings
-from worker.experiments import assign_arm
-from worker.stats import SequentialTest, chi2_sf, compare, normal_sf, srm_p_value
+from worker.experiments.arms import assign_arm
+from worker.experiments.stats import SequentialTest, chi2_sf, compare, normal_sf, srm_p_value
 
 
 def test_z_test_matches_the_textbook_and_scipy():

@@ -16,12 +16,13 @@ from model_store.checkpoints import CheckpointStore
 from model_store.memory_store import MemoryVectorStore
 from tests.fakes import ListSource
 from worker.config import ArmSettings, TrainingSettings
-from worker.encoder import SemanticCache, TextEncoder
-from worker.items import ItemTable
-from worker.loop import Worker
-from worker.metrics import Metrics
-from worker.simulate import CATEGORIES, SimConfig, Simulator
-from worker.training import Trainer
+from worker.learning.encoder import SemanticCache, TextEncoder
+from worker.learning.items import ItemTable
+from worker.learning.reports import CycleOutcome
+from worker.learning.training import Trainer
+from worker.runtime.loop import Worker
+from worker.runtime.metrics import Metrics
+from worker.tools.simulate import CATEGORIES, SimConfig, Simulator
 
 ARMS = [ArmSettings(name="control", lineage="frozen", share=0.5),
         ArmSettings(name="fresh", lineage="incremental", share=0.5)]
@@ -100,7 +101,7 @@ def test_gate_rejects_a_candidate_worse_than_served(tiny_bert_dir):
     for lineage in trainer.lineages.values():
         lineage.lr = 1e-9
     report = trainer.run_cycle(pipeline, 1e9)[0]
-    assert report.rejected_reason == "gate"
+    assert report.outcome is CycleOutcome.REJECTED
     assert report.gate_candidate_loss > report.gate_served_loss
     assert lin.published == published and store.current("fresh").version == published
     # reverted: the candidate equals the served model again
@@ -180,8 +181,8 @@ def test_distilled_student_learns_from_a_larger_teacher(tiny_bert_dir):
     assert sum(r.n_trained > 0 for r in student) >= 3
     assert store.current("student").dim == 9 and store.current("teacher").dim == 33
     # the student's predictions track the teacher's better than an untrained model's do
-    from worker.batches import make_batch
-    from worker.model import FreshRecModel
+    from worker.learning.batches import make_batch
+    from worker.learning.model import FreshRecModel
 
     batch = make_batch(list(pipeline.buffers.recent.items)[-500:], trainer.table, trainer.device)
     sem = trainer.table.semantic

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["ArmSettings", "Settings", "load_settings"]
+__all__ = ["ArmSettings", "DriftSettings", "ExperimentSettings", "IngestSettings", "KafkaSettings",
+           "MetricsSettings", "ModelSettings", "RedisSettings", "Settings", "StoreSettings",
+           "TrainingSettings", "load_settings"]
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "file_data", default=None)
@@ -132,6 +134,7 @@ class ExperimentSettings(_Section):
     control: str = "control"
     salt: str = "freshrec"
     ctr_window_s: float = Field(300.0, gt=0)  # the worker's windowed CTR view
+    stats_interval_s: float = Field(5.0, gt=0)  # statistics clock, independent of training
     sequential_tau: float = Field(0.02, gt=0)  # mSPRT mixture scale (absolute CTR difference)
     srm_p_value: float = Field(0.001, gt=0, lt=1)
     arms: tuple[ArmSettings, ...] = (

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The worker against the configured Kafka and Redis, until SIGINT/SIGTERM."""
-    from worker.app import build_app  # noqa: PLC0415 - keep --help fast
+    from worker.runtime.app import build_app  # noqa: PLC0415 - keep --help fast
 
     settings = _settings(args)
     app = build_app(settings)
@@ -72,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + Redis + worker + simulator in one process tree."""
-    from worker.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from worker.tools.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     overrides = _set_overrides(args.set or [])
     if args.metrics_port is not None:
@@ -88,9 +87,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace  # noqa: PLC0415
 
     from consumers.kafka_source import KafkaEventProducer, ensure_topics  # noqa: PLC0415
-    from worker.app import vector_store  # noqa: PLC0415
-    from worker.serving import Ranker  # noqa: PLC0415
-    from worker.simulate import SimConfig, Simulator  # noqa: PLC0415
+    from worker.runtime.app import vector_store  # noqa: PLC0415
+    from worker.serving.ranker import Ranker  # noqa: PLC0415
+    from worker.tools.simulate import SimConfig, Simulator  # noqa: PLC0415
+    from worker.tools.traffic import drive  # noqa: PLC0415
 
     settings = _settings(args)
     k = settings.kafka
@@ -101,12 +101,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sim = Simulator(cfg, list(settings.experiment.arms), Ranker(vector_store(settings)),
                     producer.emit, (k.events_topic, k.items_topic), settings.experiment.salt)
     sim.publish_catalog()
-    start = time.monotonic()
-    for n in range(args.requests):
-        sim.step()
-        ahead = (n + 1) / args.rate - (time.monotonic() - start)
-        if ahead > 0:
-            time.sleep(ahead)
+    drive(sim, args.rate, producer.flush, requests=args.requests)
     producer.close()
     print(json.dumps({"requests": sim.requests, "ctr": sim.ctr(),
                       "impressions": dict(sim.impressions), "clicks": dict(sim.clicks)}))
@@ -115,7 +110,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     """Print the vectors of items for an arm (JSON: version, and per item a list or null)."""
-    from worker.app import vector_store  # noqa: PLC0415
+    from worker.runtime.app import vector_store  # noqa: PLC0415
 
     store = vector_store(_settings(args))
     version, vecs, found = store.lookup(args.arm, args.items)
@@ -127,59 +122,16 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Current version, retained versions and pin of every configured arm."""
-    from worker.app import vector_store  # noqa: PLC0415
+    """Current version, retained versions and pin of every arm, and the experiment so far."""
+    from worker.runtime.status import deployment_status  # noqa: PLC0415
 
-    settings = _settings(args)
-    store = vector_store(settings)
-    arms = {}
-    for arm in settings.experiment.arms:
-        info = store.current(arm.name)
-        arms[arm.name] = {
-            "lineage": arm.lineage, "share": arm.share,
-            "current": info.version if info else None,
-            "items": info.item_count if info else 0,
-            "created_at": info.created_at if info else None,
-            "versions": store.versions(arm.name), "pinned": store.pinned(arm.name),
-        }
-    print(json.dumps({"experiment": settings.experiment.name, "arms": arms,
-                      "statistics": _global_stats(settings)}, indent=2))
+    print(json.dumps(deployment_status(_settings(args)), indent=2))
     return 0
-
-
-def _global_stats(settings: Settings) -> dict[str, Any]:
-    """Experiment statistics from the counters every worker adds to Redis."""
-    from worker.app import counters  # noqa: PLC0415
-    from worker.stats import compare, msprt_p_value, srm_p_value  # noqa: PLC0415
-
-    exp = settings.experiment
-    totals = counters(settings).arm_totals()
-    control = totals.get(exp.control, {})
-    out: dict[str, Any] = {"control": exp.control, "arms": {}}
-    for arm in exp.arms:
-        t = totals.get(arm.name, {})
-        imps, clicks = t.get("impression", 0), t.get("click", 0)
-        entry: dict[str, Any] = {"impressions": imps, "clicks": clicks,
-                                 "requests": t.get("request", 0),
-                                 "ctr": clicks / imps if imps else None}
-        if arm.name != exp.control:
-            res = compare(control.get("click", 0), control.get("impression", 0), clicks, imps)
-            if res is not None:
-                entry.update(lift=res.lift, lift_ci95=[res.lift_low, res.lift_high],
-                             z=res.z, p_value=res.p_value,
-                             msprt_p_value_now=msprt_p_value(
-                                 control.get("click", 0), control.get("impression", 0),
-                                 clicks, imps, exp.sequential_tau))
-        out["arms"][arm.name] = entry
-    requests = [totals.get(a.name, {}).get("request", 0) for a in exp.arms]
-    out["srm_p_value"] = srm_p_value(requests, [a.share for a in exp.arms])
-    out["srm_alert"] = out["srm_p_value"] < exp.srm_p_value
-    return out
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Flip an arm back to its previous version and pin it (or --release the pin)."""
-    from worker.app import vector_store  # noqa: PLC0415
+    from worker.runtime.app import vector_store  # noqa: PLC0415
 
     store = vector_store(_settings(args))
     if args.release:
@@ -197,7 +149,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """PNG charts from a demo's --history-out file."""
-    from worker.report import write_report  # noqa: PLC0415
+    from worker.tools.report import write_report  # noqa: PLC0415
 
     for path in write_report(args.history, args.out):
         print(path)

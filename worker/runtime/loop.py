@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from consumers.pipeline import BatchReport, IngestPipeline
 from model_store.checkpoints import CheckpointStore
-from worker.metrics import Metrics
-from worker.monitor import ExperimentMonitor
+from worker.experiments.drift_monitor import DriftMonitor
+from worker.experiments.monitor import ExperimentMonitor
+from worker.learning.feed import SampleFeed
+from worker.learning.reports import CycleReport
+from worker.runtime.metrics import Metrics
 
 __all__ = ["Trainer", "Worker"]
 
@@ -21,13 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class Trainer(Protocol):
-    """What the loop needs from the learning side (see :mod:`worker.training`)."""
+    """What the loop needs from the learning side (see :mod:`worker.learning.training`)."""
 
-    def due(self, now_s: float, pipeline: IngestPipeline) -> bool:
+    def due(self, now_s: float, feed: SampleFeed) -> bool:
         """Whether a cycle should run now."""
         ...
 
-    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> Any:
+    def run_cycle(self, feed: SampleFeed, now_s: float) -> Sequence[CycleReport]:
         """Run one cycle: validate, train, gate, publish. Raises only on infrastructure loss."""
         ...
 
@@ -46,11 +49,15 @@ class Worker:
     Offsets are committed only after the checkpoint holding their effects (buffers, joiner,
     dedupe window and model weights together) is durable; a failed checkpoint leaves them
     uncommitted, and a restart resumes from the last good checkpoint.
+
+    Experiment statistics run on their own clock (``stats_interval_s``), independent of
+    training, so the p-values a dashboard sees do not depend on cycle timing.
     """
 
     def __init__(self, pipeline: IngestPipeline, store: CheckpointStore, metrics: Metrics, *,
                  trainer: Trainer | None = None, monitor: ExperimentMonitor | None = None,
-                 checkpoint_interval_s: float = 5.0,
+                 drift: DriftMonitor | None = None, checkpoint_interval_s: float = 5.0,
+                 stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
@@ -58,12 +65,15 @@ class Worker:
         self.metrics = metrics
         self.trainer = trainer
         self.monitor = monitor
+        self.drift = drift
         self.experiment: dict[str, Any] | None = None  # last experiment statistics
+        self.last_reports: dict[str, CycleReport] = {}
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.stats_interval_s = stats_interval_s
         self.poll_max_records = poll_max_records
         self.poll_timeout_s = poll_timeout_s
         self.clock = clock
-        self._last_checkpoint = clock()
+        self._last_checkpoint = self._last_stats = clock()
         self._dirty = False
         pipeline.set_persist(self._persist)
 
@@ -90,25 +100,38 @@ class Worker:
             if self.monitor is not None:
                 self.monitor.record(report)
         now = self.clock()
+        if self.monitor is not None and now - self._last_stats >= self.stats_interval_s:
+            self.refresh_statistics()
         if self.trainer is not None and self.trainer.due(now, self.pipeline):
-            self.trainer.run_cycle(self.pipeline, now)
-            if self.monitor is not None:
-                self.experiment = self.monitor.stats()
+            start = time.perf_counter()
+            reports = self.trainer.run_cycle(self.pipeline, now)
+            self.metrics.record_cycles(reports, time.perf_counter() - start)
+            self.last_reports.update((r.arm, r) for r in reports)
+            if self.drift is not None:
+                self.metrics.record_drift(self.drift.snapshot())
             self.checkpoint()
         elif self._dirty and now - self._last_checkpoint >= self.checkpoint_interval_s:
             self.checkpoint()
         return report
 
+    def refresh_statistics(self) -> dict[str, Any] | None:
+        """Take one look for the sequential tests, then export the experiment statistics."""
+        if self.monitor is None:
+            return None
+        self.monitor.update()
+        self.experiment = self.monitor.snapshot()
+        self.metrics.record_experiment(self.experiment)
+        self._last_stats = self.clock()
+        return self.experiment
+
     def checkpoint(self) -> None:
         """Persist state and commit offsets (blocks; raises if either fails)."""
         start = time.perf_counter()
         self.pipeline.checkpoint()
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
-        self.metrics.record_lag(self.pipeline.source.lag())
         buffers = self.pipeline.buffers
-        self.metrics.record_buffers(len(buffers.recent), len(buffers.reservoir))
-        self.metrics.catalog_items.set(len(self.pipeline.catalog))
+        self.metrics.record_checkpoint(time.perf_counter() - start, len(buffers.recent),
+                                       len(buffers.reservoir), len(self.pipeline.catalog))
+        self.metrics.record_lag(self.pipeline.source.lag())
         self._last_checkpoint = self.clock()
         self._dirty = False
 

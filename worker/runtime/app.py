@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from consumers.dedupe import Deduper
 from consumers.joiner import Joiner
 from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
@@ -16,14 +14,15 @@ from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
-from model_store.redis_store import RedisVectorStore
+from model_store.redis_store import RedisVectorStore, connect
 from worker.config import Settings
-from worker.encoder import SemanticCache, TextEncoder, resolve_device
-from worker.items import ItemTable
-from worker.loop import Worker
-from worker.metrics import Metrics
-from worker.monitor import DriftMonitor, ExperimentMonitor
-from worker.training import CycleReport, Trainer
+from worker.experiments.drift_monitor import DriftMonitor
+from worker.experiments.monitor import ExperimentMonitor
+from worker.learning.encoder import SemanticCache, TextEncoder, resolve_device
+from worker.learning.items import ItemTable
+from worker.learning.training import Trainer
+from worker.runtime.loop import Worker
+from worker.runtime.metrics import Metrics
 
 __all__ = ["App", "build_app", "counters", "redis_client", "vector_store"]
 
@@ -40,6 +39,8 @@ class App:
     trainer: Trainer
     worker: Worker
     store: RedisVectorStore
+    drift: DriftMonitor
+    monitor: ExperimentMonitor
 
     def close(self) -> None:
         """Release clients (the consumer leaves its group without committing)."""
@@ -49,23 +50,23 @@ class App:
             dlq.close()
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client for the configured Redis URL (password from settings if given)."""
-    kwargs: dict[str, Any] = {}
-    if settings.redis.password is not None:
-        kwargs["password"] = settings.redis.password.get_secret_value()
-    return redis.Redis.from_url(settings.redis.url, **kwargs)
+def redis_client(settings: Settings) -> Any:
+    """A pooled client for the configured Redis URL (password from settings if given)."""
+    password = settings.redis.password
+    return connect(settings.redis.url,
+                   password.get_secret_value() if password is not None else None)
 
 
-def vector_store(settings: Settings) -> RedisVectorStore:
-    """The configured Redis vector store."""
-    return RedisVectorStore(redis_client(settings), settings.redis.prefix,
-                            settings.redis.retention_versions)
+def vector_store(settings: Settings, client: Any = None) -> RedisVectorStore:
+    """The configured Redis vector store (on ``client``, else a new one)."""
+    return RedisVectorStore(client if client is not None else redis_client(settings),
+                            settings.redis.prefix, settings.redis.retention_versions)
 
 
-def counters(settings: Settings) -> RedisCounters:
-    """Shared per-item and per-arm counters in the configured Redis."""
-    return RedisCounters(redis_client(settings), settings.redis.prefix)
+def counters(settings: Settings, client: Any = None) -> RedisCounters:
+    """Shared per-item and per-arm counters in the configured Redis (on ``client``)."""
+    return RedisCounters(client if client is not None else redis_client(settings),
+                         settings.redis.prefix)
 
 
 def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
@@ -84,6 +85,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes)
     metrics = Metrics()
+    metrics.configure_experiment(settings.experiment.name,
+                                 [a.name for a in settings.experiment.arms])
     device = resolve_device(settings.model.device)
     encoder = encoder or TextEncoder(settings.model.encoder_path, device,
                                      settings.model.encoder_batch_size,
@@ -94,20 +97,20 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
     def encode(texts: Any) -> Any:
         before = cache.misses
         out = cache.get(texts)
-        metrics.items_encoded.inc(cache.misses - before)
+        metrics.record_encoded(cache.misses - before)
         return out
 
-    def on_report(report: CycleReport) -> None:
-        metrics.record_cycle(report)
-
-    store = vector_store(settings)
-    drift = DriftMonitor(settings.drift, settings.experiment.control, metrics)
+    client = redis_client(settings)  # one pool for vectors and counters
+    store = vector_store(settings, client)
+    drift = DriftMonitor(settings.drift, settings.experiment.control,
+                         on_response=metrics.record_drift_response)
     trainer = Trainer(settings.experiment.arms, settings.training,
                       ItemTable(encoder.dim, device), encode, store, dim=settings.model.dim,
-                      device=device, seed=settings.model.seed, on_report=on_report, drift=drift)
-    monitor = ExperimentMonitor(settings.experiment, metrics, counters(settings))
+                      device=device, seed=settings.model.seed, drift=drift)
+    monitor = ExperimentMonitor(settings.experiment, counters(settings, client))
     worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,
-                    trainer=trainer, monitor=monitor,
+                    trainer=trainer, monitor=monitor, drift=drift,
                     checkpoint_interval_s=ing.checkpoint_interval_s,
+                    stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s)
-    return App(settings, metrics, pipeline, trainer, worker, store)
+    return App(settings, metrics, pipeline, trainer, worker, store, drift, monitor)

@@ -6,16 +6,16 @@ ids, so cardinality stays flat however large the catalog grows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumers.events import Reason
 from consumers.joiner import JOIN_OUTCOMES
 from consumers.pipeline import BatchReport
-
-if TYPE_CHECKING:
-    from worker.training import CycleReport
+from worker.experiments.monitor import OTHER, fold_arm
+from worker.learning.reports import CycleReport
 
 __all__ = ["Metrics"]
 
@@ -87,6 +87,9 @@ class Metrics:
         self.lift = Gauge("freshrec_experiment_lift", "Relative CTR lift vs control and its 95% "
                           "interval (bound = estimate | low | high)",
                           ["experiment", "arm", "bound"], registry=r)
+        self.diff = Gauge("freshrec_experiment_diff", "Absolute CTR difference vs control and "
+                          "its 95% interval (bound = estimate | low | high)",
+                          ["experiment", "arm", "bound"], registry=r)
         self.srm_alert = Gauge("freshrec_experiment_srm_alert", "1 when the sample ratio "
                                "mismatches the configured shares", ["experiment"], registry=r)
         self.drift_score = Gauge("freshrec_drift_score", "Drift score per signal",
@@ -99,6 +102,22 @@ class Metrics:
             self.events_rejected.labels(reason.value)
         for outcome in JOIN_OUTCOMES:
             self.join_outcomes.labels(outcome)
+        self._experiment: str | None = None
+        self._arms: frozenset[str] = frozenset()
+
+    def configure_experiment(self, experiment: str, arms: Iterable[str]) -> None:
+        """Name the experiment and its arms; creates every arm counter at zero.
+
+        Counters that appear only at their first event already hold a value, and
+        Prometheus' ``rate()`` never counts that first jump: the CTR recording rule read
+        12-31% low after each start. Created at zero, the rates are exact from the start.
+        """
+        self._experiment = experiment
+        self._arms = frozenset(arms)
+        for arm in sorted(self._arms | {OTHER}):
+            for counter in (self.arm_impressions, self.arm_clicks, self.arm_purchases,
+                            self.arm_requests):
+                counter.labels(experiment, arm)
 
     def serve(self, host: str, port: int) -> Any:
         """Expose ``/metrics`` over HTTP in a daemon thread; returns the server (``shutdown()``)."""
@@ -118,20 +137,24 @@ class Metrics:
         if report.samples:
             self.samples.labels("1").inc(report.positives)
             self.samples.labels("0").inc(report.samples - report.positives)
+        if self._experiment is not None:
+            for (arm, etype), n in report.arm_events.items():
+                self.record_arm_event(self._experiment, fold_arm(arm, self._arms), etype, n)
+
+    def record_cycles(self, reports: Sequence[CycleReport], duration_s: float) -> None:
+        """Account for one training cycle (every lineage's report, and its wall time)."""
+        self.cycle_seconds.observe(duration_s)
+        for report in reports:
+            self.record_cycle(report)
 
     def record_cycle(self, report: CycleReport) -> None:
-        """Account for one lineage's cycle."""
+        """Account for one lineage's part of a cycle."""
         arm = report.arm
-        if report.published_version is not None:
+        seq = report.version_seq
+        if seq is not None:
             self.publish_seconds.observe(report.publish_s)
-            self.published_version.labels(arm).set(int(report.published_version.rsplit("-", 1)[1]))
-        if report.rejected_reason == "gate":
-            outcome = "rejected"
-        elif report.published_version is not None:
-            outcome = "published"
-        else:
-            outcome = report.rejected_reason or "idle"
-        self.train_cycles.labels(arm, outcome).inc()
+            self.published_version.labels(arm).set(seq)
+        self.train_cycles.labels(arm, report.outcome.value).inc()
         if report.n_trained:
             self.train_samples.labels(arm).inc(report.n_trained)
         if report.train_loss == report.train_loss:  # not NaN
@@ -149,25 +172,25 @@ class Metrics:
             counter.labels(experiment, arm).inc(n)
 
     def record_experiment(self, stats: dict[str, Any]) -> None:
-        """Export the output of :meth:`worker.monitor.ExperimentMonitor.stats`."""
+        """Export :meth:`worker.experiments.monitor.ExperimentMonitor.snapshot`."""
         exp = stats["experiment"]
         for arm, s in stats["arms"].items():
-            if s["ctr_window"] is not None:
+            if s.get("ctr_window") is not None:
                 self.arm_ctr.labels(exp, arm).set(s["ctr_window"])
             if s["ctr"] is not None:
                 self.arm_ctr_cumulative.labels(exp, arm).set(s["ctr"])
             if "p_value" in s:
                 self.p_value.labels(exp, arm, "z").set(s["p_value"])
-                for bound, key in (("estimate", "lift"), ("low", "lift_low"),
-                                   ("high", "lift_high")):
-                    self.lift.labels(exp, arm, bound).set(s[key])
+                for bound, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+                    self.lift.labels(exp, arm, bound).set(s["lift" + suffix])
+                    self.diff.labels(exp, arm, bound).set(s["diff" + suffix])
             if "sequential_p" in s:
                 self.p_value.labels(exp, arm, "sequential").set(s["sequential_p"])
         self.p_value.labels(exp, "all", "srm").set(stats["srm_p_value"])
         self.srm_alert.labels(exp).set(1 if stats["srm_alert"] else 0)
 
     def record_drift(self, snap: dict[str, Any]) -> None:
-        """Export the output of :meth:`worker.monitor.DriftMonitor.export`."""
+        """Export :meth:`worker.experiments.drift_monitor.DriftMonitor.snapshot`."""
         ref = snap["reference_arm"]
         for signal in ("score_psi", "loss_adwin", "label_ctr"):
             self.drift_score.labels(signal, ref).set(snap[signal]["score"])
@@ -176,6 +199,27 @@ class Metrics:
             self.drift_score.labels("embedding_cosine_shift", arm).set(e["mean_cosine_shift"])
             self.drift_score.labels("embedding_moved_share", arm).set(e["moved_share"])
             self.drift_alert.labels("embedding_moved_share", arm).set(1 if e["alert"] else 0)
+
+    def record_checkpoint(self, duration_s: float, recent: int, reservoir: int,
+                          catalog_items: int) -> None:
+        """Account for one durable checkpoint + commit, and the state sizes it covered."""
+        self.checkpoints.inc()
+        self.checkpoint_seconds.observe(duration_s)
+        self.record_buffers(recent, reservoir)
+        self.catalog_items.set(catalog_items)
+
+    def record_encoded(self, n: int) -> None:
+        """Count item texts run through the language model."""
+        if n:
+            self.items_encoded.inc(n)
+
+    def record_drift_response(self) -> None:
+        """Count a drift alert that boosted the replay mix towards recent data."""
+        self.drift_responses.inc()
+
+    def record_published_version(self, arm: str, seq: int) -> None:
+        """Set the arm's served version (after a publish, or a rollback seen in the store)."""
+        self.published_version.labels(arm).set(seq)
 
     def record_lag(self, lag: dict[tuple[str, int], int]) -> None:
         """Set the per-partition lag gauges."""

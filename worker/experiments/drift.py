@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.stats import compare
+from worker.experiments.stats import compare
 
 __all__ = ["Adwin", "LabelDrift", "ScorePSI", "embedding_drift", "psi"]
 

@@ -8,7 +8,7 @@ arriving. At ``shift_at_request`` preferences move: every user's taste is permut
 categories and item qualities are partly redrawn, as when a season or a trend turns.
 
 The simulator serves every request through the user's experiment arm with that arm's
-published vectors (via a :class:`worker.serving.Ranker`) and emits impression and click
+published vectors (via a :class:`worker.serving.ranker.Ranker`) and emits impression and click
 events in the contract format. It does not read Kafka: it only produces.
 """
 
@@ -24,9 +24,9 @@ import msgspec
 import numpy as np
 
 from worker.config import ArmSettings
-from worker.experiments import assign_arm
-from worker.explore import Policy, make_policy
-from worker.serving import Ranker
+from worker.experiments.arms import assign_arm
+from worker.experiments.explore import Policy, make_policy
+from worker.serving.ranker import Ranker
 
 __all__ = ["SimConfig", "Simulator", "World"]
 

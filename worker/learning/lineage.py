@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.model import FreshRecModel
+from worker.learning.model import FreshRecModel
 
 __all__ = ["Lineage"]
 

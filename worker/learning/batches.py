@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from consumers.events import Sample
-from worker.items import ItemTable
+from worker.learning.items import ItemTable
 
 __all__ = ["Batch", "make_batch"]
 

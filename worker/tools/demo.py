@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consumers.kafka_source import KafkaEventProducer
-from worker.app import build_app, counters, vector_store
 from worker.config import load_settings
-from worker.embedded import EmbeddedStack
-from worker.serving import Ranker
-from worker.simulate import SimConfig, Simulator
+from worker.runtime.app import App, build_app, counters, vector_store
+from worker.serving.ranker import Ranker
+from worker.tools.embedded import EmbeddedStack
+from worker.tools.simulate import SimConfig, Simulator
+from worker.tools.traffic import drive
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -33,22 +34,6 @@ class DemoOptions:
         self.seed, self.history_out, self.workdir = seed, history_out, workdir
         self.view_every_s = view_every_s
         self.prewarm_requests = prewarm_requests
-
-
-def _simulate(sim: Simulator, producer: KafkaEventProducer, rate: float, stop: threading.Event,
-              shift_at_request: int | None) -> None:
-    start, n = time.monotonic(), 0
-    while not stop.is_set():
-        if shift_at_request is not None and n == shift_at_request:
-            log.info("simulator: preference shift now (request %d)", n)
-        sim.step()
-        n += 1
-        ahead = n / rate - (time.monotonic() - start)
-        if ahead > 0:
-            time.sleep(ahead)
-        if n % 500 == 0:
-            producer.flush()
-    producer.flush()
 
 
 def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptions,
@@ -86,22 +71,22 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         sim.prewarm()
         producer.flush()
         stop = threading.Event()
-        sim_thread = threading.Thread(target=_simulate, daemon=True, name="simulator",
-                                      args=(sim, producer, opts.rate, stop, shift_req))
+        sim_thread = threading.Thread(target=drive, daemon=True, name="simulator",
+                                      args=(sim, opts.rate, producer.flush),
+                                      kwargs={"stop": stop})
         history = open(opts.history_out, "w") if opts.history_out else None  # noqa: SIM115
         start = last_view = time.monotonic()
         alerts = _AlertLog()
-        consumed_at_view = 0.0
+        consumed_since_view = 0
         sim_thread.start()
         try:
             while time.monotonic() - start < opts.duration_s:
-                app.worker.run_once()
+                consumed_since_view += app.worker.run_once().messages
                 now = time.monotonic()
                 if now - last_view >= opts.view_every_s:
-                    consumed = _consumed(app)
-                    snap = _snapshot(app, sim, now - start, (consumed - consumed_at_view)
-                                     / (now - last_view), alerts)
-                    consumed_at_view, last_view = consumed, now
+                    snap = _snapshot(app, sim, now - start,
+                                     consumed_since_view / (now - last_view), alerts)
+                    consumed_since_view, last_view = 0, now
                     print(_line(snap), file=out, flush=True)
                     if history:
                         history.write(json.dumps(snap) + "\n")
@@ -119,13 +104,6 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             producer.close()
         print("summary: " + json.dumps(summary, indent=2), file=out)
         return summary
-
-
-def _consumed(app: Any) -> float:
-    total = 0.0
-    for metric in app.metrics.events_consumed.collect():
-        total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
-    return total
 
 
 class _AlertLog:
@@ -146,11 +124,11 @@ class _AlertLog:
         return {"first_alert_s": self.first, "alerts_before_shift": sorted(self.before_shift)}
 
 
-def _snapshot(app: Any, sim: Simulator, elapsed: float, rate: float,
+def _snapshot(app: App, sim: Simulator, elapsed: float, rate: float,
               alerts: _AlertLog) -> dict[str, Any]:
     lag = sum(app.pipeline.source.lag().values())
-    exp = app.worker.monitor.stats()
-    drift = app.trainer.drift.alerts() if app.trainer.drift is not None else {}
+    exp = app.worker.refresh_statistics() or {"arms": {}, "srm_p_value": None}
+    drift = app.drift.alerts()
     alerts.update(elapsed, sim.world.shifted, drift)
     arms = {}
     for name, lin in app.trainer.lineages.items():
@@ -174,10 +152,8 @@ def _snapshot(app: Any, sim: Simulator, elapsed: float, rate: float,
             "drift_scores": _drift_scores(app), "arms": arms}
 
 
-def _drift_scores(app: Any) -> dict[str, float]:
-    d = app.trainer.drift
-    if d is None:
-        return {}
+def _drift_scores(app: App) -> dict[str, float]:
+    d = app.drift
     out = {"score_psi": d.score_psi.score, "loss_adwin": d.loss.score,
            "label_ctr": d.label.score}
     for arm, (_shift, moved) in d.embedding.items():

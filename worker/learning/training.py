@@ -15,7 +15,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,40 +24,23 @@ import torch
 from torch.nn import functional as F  # noqa: N812 - the usual alias
 
 from consumers.events import Sample
-from consumers.pipeline import IngestPipeline
 from model_store.base import PinnedError, VectorStore, VersionInfo
-from worker.batches import Batch, make_batch
 from worker.config import ArmSettings, TrainingSettings
-from worker.evaluation import auc, logloss
-from worker.items import ItemTable
-from worker.lineage import Lineage
-from worker.model import FreshRecModel
-from worker.monitor import DriftMonitor
+from worker.learning.batches import Batch, make_batch
+from worker.learning.evaluation import auc, logloss
+from worker.learning.feed import DriftObserver, SampleFeed
+from worker.learning.items import ItemTable
+from worker.learning.lineage import Lineage
+from worker.learning.model import FreshRecModel
+from worker.learning.reports import CycleOutcome, CycleReport
 
-__all__ = ["CycleReport", "Trainer"]
+__all__ = ["CycleReport", "Trainer", "is_holdout"]
 
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 
 
-@dataclass
-class CycleReport:
-    """What one cycle did for one lineage."""
-
-    arm: str
-    lineage: str
-    n_fresh: int
-    progressive_auc: float
-    progressive_logloss: float
-    train_loss: float
-    n_trained: int
-    gate_served_loss: float
-    gate_candidate_loss: float
-    published_version: str | None
-    rejected_reason: str | None
-    publish_s: float
-    duration_s: float
 
 
 def is_holdout(request_id: str, share: float) -> bool:
@@ -66,25 +49,27 @@ def is_holdout(request_id: str, share: float) -> bool:
 
 
 class Trainer:
-    """Runs cycles over all lineages; implements :class:`worker.loop.Trainer`.
+    """Runs cycles over all lineages; implements :class:`worker.runtime.loop.Trainer`.
 
     Args:
         arms: the experiment arms (one lineage each).
         cfg: training settings.
         table: the shared item table (semantic vectors live there).
-        encode: text -> vectors (a :class:`worker.encoder.SemanticCache` ``get``).
+        encode: text -> vectors (a :class:`worker.learning.encoder.SemanticCache` ``get``).
         store: where item vectors are published.
         dim: default vector width; an arm may override it (e.g. a small student).
         device: training device.
         seed: seeds model initialisation and batch order.
         on_report: called with each :class:`CycleReport` (metrics, terminal view).
+        drift: where progressive-validation output and publishes are reported, and which
+            sets the replay mix while drift alerts.
     """
 
     def __init__(self, arms: Sequence[ArmSettings], cfg: TrainingSettings, table: ItemTable,
                  encode: EncodeFn, store: VectorStore, *, dim: int = 64,
                  device: torch.device | None = None, seed: int = 0,
                  on_report: Callable[[CycleReport], None] | None = None,
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftObserver | None = None) -> None:
         self.cfg = cfg
         self.table = table
         self.encode = encode
@@ -104,50 +89,48 @@ class Trainer:
         self.cycles = 0
 
     # ----------------------------------------------------------------- scheduling
-    def due(self, now_s: float, pipeline: IngestPipeline) -> bool:
+    def due(self, now_s: float, feed: SampleFeed) -> bool:
         """Time-triggered when there is anything new; count-triggered on a burst."""
-        pending = len(pipeline.fresh)
+        pending = feed.pending()
         if pending >= self.cfg.cycle_trigger_samples:
             return True
         if self._last_cycle is not None and now_s - self._last_cycle < self.cfg.cycle_interval_s:
             return False
-        return pending > 0 or pipeline.catalog.changed > 0
+        return pending > 0 or feed.changed_items() > 0
 
     # ----------------------------------------------------------------- the cycle
-    def run_cycle(self, pipeline: IngestPipeline, now_s: float) -> list[CycleReport]:
+    def run_cycle(self, feed: SampleFeed, now_s: float) -> list[CycleReport]:
         """One full cycle for every lineage; returns a report per lineage."""
         start = time.perf_counter()
         self._last_cycle = now_s
-        new_items = self._encode_changed(pipeline)
-        watermark = pipeline.watermark()  # every partition was read past this event time
-        fresh = pipeline.take_fresh()
+        new_items = self._encode_changed(feed)
+        watermark = feed.watermark()  # every partition was read past this event time
+        fresh = feed.take_fresh()
         self.table.ensure(s.item_id for s in fresh)
         for lin in self.lineages.values():
             lin.grow(len(self.table))
         progressive = {name: self._progressive(lin, fresh) for name, lin in self.lineages.items()}
-        losses = self._train(fresh, pipeline)
-        gate_set = self._gate_set(pipeline)
+        losses = self._train(fresh, feed)
+        gate_set = self._gate_set(feed)
         max_ts = max((s.ts for s in fresh), default=0)
         reports = []
         for lin in self._order:
             report = self._gate_and_publish(lin, gate_set, new_items, (max_ts, watermark), fresh,
                                             progressive[lin.name], losses.get(lin.name))
-            report.duration_s = time.perf_counter() - start
+            report = replace(report, duration_s=time.perf_counter() - start)
             lin.cycles += 1
             self.last_reports[lin.name] = report
             reports.append(report)
             if self.on_report is not None:
                 self.on_report(report)
         self.cycles += 1
-        if self.drift is not None:
-            self.drift.export()
         return reports
 
-    def _encode_changed(self, pipeline: IngestPipeline) -> int:
-        changed = pipeline.catalog.take_changed(self.cfg.encode_per_cycle)
+    def _encode_changed(self, feed: SampleFeed) -> int:
+        changed = feed.take_changed_texts(self.cfg.encode_per_cycle)
         if changed:
-            texts = [pipeline.catalog.texts[i] for i in changed]
-            self.table.set_semantic(changed, self.encode(texts))
+            ids, texts = zip(*changed, strict=True)
+            self.table.set_semantic(list(ids), self.encode(list(texts)))
         return len(changed)
 
     @torch.no_grad()
@@ -163,7 +146,7 @@ class Trainer:
         if self.drift is not None and lin.name == self.drift.reference_arm:
             # Data drift is read off a model that has stopped learning, on the traffic it
             # served itself: then neither our training nor another arm's policy moves it.
-            settled = lin.cycles >= self.cfg.warmup_cycles + self.drift.cfg.start_after_cycles
+            settled = lin.cycles >= self.cfg.warmup_cycles + self.drift.start_after_cycles
             if lin.kind != "frozen" or settled:
                 own = np.array([s.arm == lin.name for s in fresh])
                 self.drift.observe_predictions(lin.name, probs[own], labels[own])
@@ -178,21 +161,20 @@ class Trainer:
             labels.append(batch.labels.cpu().numpy())
         return np.concatenate(probs), np.concatenate(labels)
 
-    def _train(self, fresh: list[Sample], pipeline: IngestPipeline) -> dict[str, float]:
+    def _train(self, fresh: list[Sample], feed: SampleFeed) -> dict[str, float]:
         training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
-        if not training or not len(pipeline.buffers):
+        if not training or not feed.buffered():
             return {}
         share = self.cfg.holdout_share
         new = [s for s in fresh if not is_holdout(s.request_id, share)]
-        recent_share = (self.drift.recent_share(pipeline.buffers.recent_share)
-                        if self.drift is not None else None)
+        # None: the feed's configured mix, unless a drift alert boosts the recent share.
+        recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         half = self.cfg.batch_size // 2
         steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
         totals = {lin.name: 0.0 for lin in training}
         for step in range(steps):
             chunk = new[step * half:(step + 1) * half]
-            replay = [s for s in pipeline.buffers.sample(self.cfg.batch_size - len(chunk),
-                                                         recent_share)
+            replay = [s for s in feed.replay(self.cfg.batch_size - len(chunk), recent_share)
                       if not is_holdout(s.request_id, share)]
             samples = chunk + replay
             if not samples:
@@ -218,10 +200,10 @@ class Trainer:
         lin.model.eval()
         return float(loss.detach())
 
-    def _gate_set(self, pipeline: IngestPipeline) -> list[Sample]:
+    def _gate_set(self, feed: SampleFeed) -> list[Sample]:
         share, want = self.cfg.holdout_share, self.cfg.gate_samples
         out: list[Sample] = []
-        for s in reversed(pipeline.buffers.recent.items):
+        for s in feed.recent_newest_first():
             if is_holdout(s.request_id, share):
                 out.append(s)
                 if len(out) >= want:
@@ -250,10 +232,19 @@ class Trainer:
             # the served weights are republished with the new rows.
             version, publish_s, pin = self._publish(lin, times)
             reason = reason or pin
-        return CycleReport(lin.name, lin.kind, len(fresh), progressive[0], progressive[1],
-                           train_loss if train_loss is not None else float("nan"),
-                           len(fresh) if trained else 0, served_loss, cand_loss, version,
-                           reason, publish_s, 0.0)
+        if reason == "gate":
+            outcome = CycleOutcome.REJECTED
+        elif version is not None:
+            outcome = CycleOutcome.PUBLISHED
+        else:
+            outcome = CycleOutcome(reason) if reason else CycleOutcome.IDLE
+        return CycleReport(
+            arm=lin.name, lineage=lin.kind, outcome=outcome, n_fresh=len(fresh),
+            n_trained=len(fresh) if trained else 0, progressive_auc=progressive[0],
+            progressive_logloss=progressive[1],
+            train_loss=train_loss if train_loss is not None else float("nan"),
+            gate_served_loss=served_loss, gate_candidate_loss=cand_loss,
+            published_version=version, publish_s=publish_s, duration_s=0.0)
 
     def _publish(self, lin: Lineage, times: tuple[int, int]
                  ) -> tuple[str | None, float, str | None]:

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from model_store.base import VectorStore
-from worker.explore import Greedy, Policy
+from worker.experiments.explore import Greedy, Policy
 
 __all__ = ["ItemStats", "Ranker", "user_vector"]
 

@@ -1,0 +1,1 @@
+"""Experiments and monitoring: arm assignment, statistics, exploration policies, drift."""

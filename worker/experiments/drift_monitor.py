@@ -1,0 +1,101 @@
+"""Drift detection fed by training cycles: score PSI, loss ADWIN, label CTR, embedding shift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from worker.config import DriftSettings
+from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, embedding_drift
+
+__all__ = ["DriftMonitor"]
+
+
+class DriftMonitor:
+    """Feeds the drift detectors and exports their scores and alerts.
+
+    Data drift (score PSI, loss ADWIN, label CTR) is measured on the reference lineage
+    (default: the experiment's control) once it is frozen, on the traffic it served: its
+    model no longer moves and no other arm's policy shapes that traffic, so the signals
+    reflect the users and items, not our own learning. Embedding drift compares
+    consecutive published versions of every lineage.
+    """
+
+    def __init__(self, cfg: DriftSettings, reference_arm: str,
+                 on_response: Callable[[], None] | None = None) -> None:
+        self.cfg = cfg
+        self.reference_arm = cfg.reference_arm or reference_arm
+        self.start_after_cycles = cfg.start_after_cycles
+        self.on_response = on_response  # called when an alert boosts the replay mix
+        self.score_psi = ScorePSI(cfg.psi_window, cfg.psi_threshold)
+        self.loss = Adwin(cfg.adwin_delta)
+        self.label = LabelDrift(cfg.label_window, cfg.label_min_change, cfg.label_p_value)
+        self._adwin_hold = 0
+        self._boost_left = 0
+        self._rng = np.random.default_rng(0)
+        self._last_vectors: dict[str, tuple[list[str], np.ndarray]] = {}
+        self.embedding: dict[str, tuple[float, float]] = {}
+
+    def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray) -> None:
+        """Progressive-validation output of one lineage for one cycle."""
+        if arm != self.reference_arm or len(probs) == 0:
+            return
+        self.score_psi.update(probs)
+        self.label.update(labels)
+        p = np.clip(probs, 1e-7, 1 - 1e-7)
+        losses = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+        # Within a cycle, positives arrive at click time and negatives when their window
+        # closes; shuffle so ADWIN sees the cycle's losses without that artificial order.
+        losses = self._rng.permutation(losses)
+        worse = False
+        for value in losses:
+            # Only a rise in loss alerts: a falling loss is a change, not a problem.
+            if self.loss.update(float(value)) and self.loss.last_change > 0:
+                worse = True
+        self._adwin_hold = self.cfg.hold_cycles if worse else max(0, self._adwin_hold - 1)
+
+    def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Compare a newly published version with the arm's previous one."""
+        prev = self._last_vectors.get(arm)
+        if prev is not None:
+            self.embedding[arm] = embedding_drift(prev[0], prev[1], ids, vectors,
+                                                  self.cfg.embedding_moved_cosine)
+        self._last_vectors[arm] = (list(ids), np.array(vectors, copy=True))
+
+    def alerts(self) -> dict[str, bool]:
+        """Current alert flag per data-drift signal."""
+        return {"score_psi": self.score_psi.alert, "loss_adwin": self._adwin_hold > 0,
+                "label_ctr": self.label.alert}
+
+    def next_recent_share(self, default: float | None) -> float | None:
+        """Replay mix for the next cycle: boosted towards recent data while drift alerts.
+
+        A write: it consumes one boosted cycle, and starts a boost (reported through
+        ``on_response``) when an alert is up and none is running.
+        """
+        if any(self.alerts().values()):
+            if self._boost_left == 0 and self.on_response is not None:
+                self.on_response()
+            self._boost_left = self.cfg.boost_cycles
+        if self._boost_left > 0:
+            self._boost_left -= 1
+            return self.cfg.boost_recent_share
+        return default
+
+    def snapshot(self) -> dict[str, Any]:
+        """Scores and alerts now (a read: calling it changes nothing)."""
+        alerts = self.alerts()
+        snap: dict[str, Any] = {
+            "reference_arm": self.reference_arm,
+            "score_psi": {"score": self.score_psi.score, "alert": alerts["score_psi"]},
+            "loss_adwin": {"score": self.loss.score, "alert": alerts["loss_adwin"],
+                           "detections": self.loss.detections,
+                           "last_change": self.loss.last_change},
+            "label_ctr": {"score": self.label.score, "alert": alerts["label_ctr"]},
+            "embedding": {arm: {"mean_cosine_shift": s, "moved_share": m,
+                                "alert": m > self.cfg.embedding_alert_share}
+                          for arm, (s, m) in self.embedding.items()},
+        }
+        return snap

@@ -1,0 +1,133 @@
+"""Online experiment accounting: counts per arm, sequential tests, exactly-once shared counters."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from consumers.pipeline import BatchReport
+from worker.config import ExperimentSettings
+from worker.experiments.stats import SequentialTest
+from worker.experiments.summary import summarize
+
+__all__ = ["OTHER", "ExperimentMonitor", "fold_arm"]
+
+OTHER = "other"  # the label of arms stamped on events but not configured
+
+
+def fold_arm(arm: str, configured: frozenset[str] | set[str]) -> str:
+    """The arm itself if configured, else :data:`OTHER`: event content never adds labels.
+
+    >>> fold_arm("fresh", {"fresh", "control"}), fold_arm("made-up", {"fresh"})
+    ('fresh', 'other')
+    """
+    return arm if arm in configured else OTHER
+
+
+class Counters(Protocol):
+    """Where shared counters go (see :mod:`model_store.counters`)."""
+
+    def apply(self, token: str, items: Mapping[tuple[str, str], int],
+              arms: Mapping[tuple[str, str], int]) -> bool:
+        """Apply deltas once per token."""
+        ...
+
+
+class ExperimentMonitor:
+    """Counts impressions, clicks and requests per arm and tests treatments against control.
+
+    Cumulative counts and the sequential tests' running minima are part of the checkpoint.
+    Per-item and per-arm deltas go to shared counters exactly once (see :meth:`flush`).
+    Arms not configured are counted under :data:`OTHER`, in memory and in Redis alike.
+    """
+
+    def __init__(self, exp: ExperimentSettings, counters: Counters | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.exp = exp
+        self.counters = counters
+        self.clock = clock
+        self.arms = frozenset(a.name for a in exp.arms)
+        self.totals: dict[str, Counter[str]] = {a.name: Counter() for a in exp.arms}
+        self.sequential = {a.name: SequentialTest(exp.sequential_tau) for a in exp.arms
+                           if a.name != exp.control}
+        self._window: deque[tuple[float, Counter[tuple[str, str]]]] = deque()
+        self.pending_items: Counter[tuple[str, str]] = Counter()
+        self.pending_arms: Counter[tuple[str, str]] = Counter()
+        self.worker_id = uuid.uuid4().hex
+        self.flush_seq = 0
+
+    def record(self, report: BatchReport) -> None:
+        """Account for one ingestion batch."""
+        if not report.arm_events:
+            return
+        folded: Counter[tuple[str, str]] = Counter()
+        for (arm, etype), n in report.arm_events.items():
+            folded[(fold_arm(arm, self.arms), etype)] += n
+        for (arm, etype), n in folded.items():
+            if arm in self.totals:
+                self.totals[arm][etype] += n
+        self.pending_arms.update(folded)
+        self.pending_items.update(report.item_events)
+        now = self.clock()
+        self._window.append((now, folded))
+        self._trim(now)
+
+    def update(self) -> None:
+        """Take one look for the sequential tests (moves their running minima); a write."""
+        control = self.totals[self.exp.control]
+        for arm, test in self.sequential.items():
+            t = self.totals[arm]
+            test.update(control["click"], control["impression"], t["click"], t["impression"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """CTR per arm (cumulative and windowed), lift and p-values vs control, SRM; a read."""
+        self._trim(self.clock())
+        window: dict[str, Counter[str]] = {a: Counter() for a in self.totals}
+        for _, counts in self._window:
+            for (arm, etype), n in counts.items():
+                if arm in window:
+                    window[arm][etype] += n
+        return summarize(self.exp, self.totals, window=window,
+                         sequential_p={a: t.p_value for a, t in self.sequential.items()})
+
+    def _trim(self, now: float) -> None:
+        while self._window and now - self._window[0][0] > self.exp.ctr_window_s:
+            self._window.popleft()
+
+    def flush(self) -> bool:
+        """Send pending deltas under this flush's token; True if applied now."""
+        if self.counters is None or not (self.pending_items or self.pending_arms):
+            return False
+        applied = self.counters.apply(f"{self.worker_id}:{self.flush_seq}", self.pending_items,
+                                      self.pending_arms)
+        self.pending_items.clear()
+        self.pending_arms.clear()
+        self.flush_seq += 1
+        return applied
+
+    def state(self) -> dict[str, Any]:
+        """Checkpoint state: totals, running minima, the unflushed deltas and their token."""
+        return {
+            "totals": {a: dict(c) for a, c in self.totals.items()},
+            "sequential": {a: s.p_value for a, s in self.sequential.items()},
+            "pending_items": [[i, t, n] for (i, t), n in self.pending_items.items()],
+            "pending_arms": [[a, t, n] for (a, t), n in self.pending_arms.items()],
+            "worker_id": self.worker_id, "flush_seq": self.flush_seq,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore, then re-send the restored deltas (skipped if they were applied)."""
+        for arm, counts in state["totals"].items():
+            if arm in self.totals:
+                self.totals[arm] = Counter(counts)
+        for arm, p in state["sequential"].items():
+            if arm in self.sequential:
+                self.sequential[arm].p_value = float(p)
+        self.pending_items = Counter({(i, t): n for i, t, n in state["pending_items"]})
+        self.pending_arms = Counter({(fold_arm(a, self.arms), t): n
+                                     for a, t, n in state["pending_arms"]})
+        self.worker_id, self.flush_seq = state["worker_id"], int(state["flush_seq"])
+        self.flush()

@@ -1,0 +1,1 @@
+"""Learning: text encoder, item table, the CTR model, lineages and training cycles."""

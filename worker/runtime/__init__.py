@@ -1,0 +1,1 @@
+"""Runtime: wiring from settings, the main loop, and the metrics module."""

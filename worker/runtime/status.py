@@ -1,0 +1,43 @@
+"""What ``freshrec status`` reports: every arm's versions and pin, and the experiment so far.
+
+Read from Redis alone (the vector store and the counters every worker adds to), so it shows
+the whole deployment, not one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.config import Settings
+from worker.experiments.stats import msprt_p_value
+from worker.experiments.summary import summarize
+from worker.runtime.app import counters, redis_client, vector_store
+
+__all__ = ["deployment_status"]
+
+
+def deployment_status(settings: Settings) -> dict[str, Any]:
+    """Versions, pins and experiment statistics of every configured arm (blocks on Redis)."""
+    client = redis_client(settings)
+    store = vector_store(settings, client)
+    exp = settings.experiment
+    arms = {}
+    for arm in exp.arms:
+        info = store.current(arm.name)
+        arms[arm.name] = {
+            "lineage": arm.lineage, "share": arm.share,
+            "current": info.version if info else None,
+            "items": info.item_count if info else 0,
+            "created_at": info.created_at if info else None,
+            "versions": store.versions(arm.name), "pinned": store.pinned(arm.name),
+        }
+    totals = counters(settings, client).arm_totals()
+    control = totals.get(exp.control, {})
+    # One look at the current totals: the worker's running minimum is not in Redis.
+    seq = {a.name: msprt_p_value(control.get("click", 0), control.get("impression", 0),
+                                 totals.get(a.name, {}).get("click", 0),
+                                 totals.get(a.name, {}).get("impression", 0),
+                                 exp.sequential_tau)
+           for a in exp.arms if a.name != exp.control}
+    return {"experiment": exp.name, "arms": arms,
+            "statistics": summarize(exp, totals, sequential_p=seq)}

@@ -1,0 +1,1 @@
+"""Serving helpers: rank candidates for a user from an arm's published vectors."""

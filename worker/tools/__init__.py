@@ -1,0 +1,1 @@
+"""Developer tools: CLI, demo, traffic simulator, report charts, embedded broker + Redis."""
