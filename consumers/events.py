@@ -15,6 +15,7 @@ import msgspec
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_TS_MS",
     "BehaviourEvent",
     "ItemUpdate",
     "Message",
@@ -29,6 +30,9 @@ __all__ = [
 
 EVENT_TYPES = frozenset({"impression", "click", "purchase"})
 MAX_ID_CHARS = 256
+#: Largest ``ts`` accepted at all (epoch ms, year ~287,000): exact in a float64 and in any
+#: JSON reader. The time policy relative to the log time is much tighter (see README).
+MAX_TS_MS = 2**53
 
 #: Next offset to read per (topic, partition): what a consumer commits.
 Offsets = dict[tuple[str, int], int]
@@ -47,6 +51,7 @@ class Reason(StrEnum):
     MISSING_FIELD = "missing_field"
     BAD_TYPE = "bad_type"
     BAD_VALUE = "bad_value"
+    BAD_TS = "bad_ts"
     UNKNOWN_TOPIC = "unknown_topic"
 
 
@@ -78,6 +83,11 @@ class Message(Protocol):
         """Record value: the JSON payload, or None for a tombstone."""
         ...
 
+    @property
+    def timestamp(self) -> int:
+        """Log time of the record (epoch ms; <= 0 when unknown)."""
+        ...
+
 
 class RawMessage(NamedTuple):
     """One record as read from Kafka, before any decoding (tests and fakes build these)."""
@@ -97,7 +107,7 @@ class BehaviourEvent(msgspec.Struct, frozen=True, gc=False):
     """
 
     event_id: _Id
-    ts: Annotated[int, msgspec.Meta(ge=0)]
+    ts: Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
     type: Literal["impression", "click", "purchase"]
     user_id: _Id
     item_id: _Id
@@ -113,7 +123,7 @@ class ItemUpdate(msgspec.Struct, frozen=True, gc=False):
     """A validated catalog upsert: the item's text drives its semantic vector."""
 
     item_id: _Id
-    ts: Annotated[int, msgspec.Meta(ge=0)]
+    ts: Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
     attributes: dict[str, Any] | None = None
 

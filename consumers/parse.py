@@ -6,14 +6,17 @@ dead-letter the message and carry on with the good ones around it.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
 from consumers.events import (
     EVENT_TYPES,
     MAX_ID_CHARS,
+    MAX_TS_MS,
     BehaviourEvent,
     ItemUpdate,
     Reason,
@@ -28,6 +31,7 @@ _MAX_TEXT_CHARS = 20_000
 _EVENT_DECODER = msgspec.json.Decoder(BehaviourEvent)
 _ITEM_DECODER = msgspec.json.Decoder(ItemUpdate)
 _ANY_DECODER = msgspec.json.Decoder()
+_T = TypeVar("_T")
 
 
 def decode_object(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
@@ -38,12 +42,14 @@ def decode_object(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejec
         return Rejection(Reason.TOO_LARGE, f"{len(value)} bytes > limit {max_bytes}")
     try:
         obj = _ANY_DECODER.decode(value)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
             return Rejection(Reason.NOT_UTF8, "value is not valid UTF-8")
         return Rejection(Reason.NOT_JSON, f"invalid JSON: {exc}"[:200])
+    except RecursionError:
+        return Rejection(Reason.NOT_JSON, "JSON nested deeper than the decoder allows")
     if not isinstance(obj, dict):
         return Rejection(Reason.NOT_OBJECT, f"JSON {type(obj).__name__}, expected an object")
     return obj
@@ -66,8 +72,8 @@ def _req_ts(obj: dict[str, Any]) -> int | Rejection:
         return Rejection(Reason.MISSING_FIELD, "missing field 'ts'")
     if type(val) is not int:
         return Rejection(Reason.BAD_TYPE, "'ts' must be an integer (epoch ms)")
-    if val < 0:
-        return Rejection(Reason.BAD_VALUE, "'ts' must be >= 0")
+    if not 0 <= val <= MAX_TS_MS:
+        return Rejection(Reason.BAD_TS, f"'ts' must be epoch ms in [0, 2**53], got {val:.3g}")
     return val
 
 
@@ -95,6 +101,26 @@ def _optional_fields(obj: dict[str, Any]) -> None | Rejection:
     return None
 
 
+#: What a decoder may raise on hostile bytes; every one of them becomes a rejection.
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
+                  RecursionError)
+
+
+def _guarded(parse: Callable[[bytes | None, int], _T | Rejection]
+             ) -> Callable[[bytes | None, int], _T | Rejection]:
+    """Make a parser total: an exception nobody foresaw is a rejection, never a crash loop."""
+
+    @functools.wraps(parse)
+    def total(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> _T | Rejection:
+        try:
+            return parse(value, max_bytes)
+        except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
+            return Rejection(Reason.BAD_VALUE, f"unparseable: {type(exc).__name__}")
+
+    return total
+
+
+@_guarded
 def parse_event(value: bytes | None,
                 max_bytes: int = DEFAULT_MAX_BYTES) -> BehaviourEvent | Rejection:
     """Parse and validate one behaviour event. Never raises; unknown fields are ignored.
@@ -105,7 +131,7 @@ def parse_event(value: bytes | None,
     if value is not None and len(value) <= max_bytes:
         try:
             return _EVENT_DECODER.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _DECODE_ERRORS:
             pass
     obj = decode_object(value, max_bytes)
     if isinstance(obj, Rejection):
@@ -132,6 +158,7 @@ def _checked_event(obj: dict[str, Any]) -> BehaviourEvent | Rejection:
     return Rejection(Reason.BAD_TYPE, "fields do not match the event schema")
 
 
+@_guarded
 def parse_item(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> ItemUpdate | Rejection:
     """Parse and validate one catalog upsert. Never raises."""
     if value is not None and len(value) <= max_bytes:
@@ -139,7 +166,7 @@ def parse_item(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> ItemU
             item = _ITEM_DECODER.decode(value)
             if item.text.strip():  # blank text would give every blank item the same vector
                 return item
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _DECODE_ERRORS:
             pass
     obj = decode_object(value, max_bytes)
     if isinstance(obj, Rejection):

@@ -18,6 +18,7 @@ from typing import Any
 from consumers.base import DeadLetterSink, EventSource
 from consumers.catalog import Catalog
 from consumers.dedupe import Deduper
+from consumers.event_time import TimePolicy
 from consumers.events import (
     Message,
     Offsets,
@@ -85,7 +86,7 @@ class IngestPipeline:
                  joiner: Joiner | None = None, deduper: Deduper | None = None,
                  catalog: Catalog | None = None,
                  max_message_bytes: int = DEFAULT_MAX_BYTES, max_fresh: int = 200_000,
-                 idle_partition_s: float = 30.0) -> None:
+                 idle_partition_s: float = 30.0, time_policy: TimePolicy | None = None) -> None:
         self.source = source
         self.dead_letters = dead_letters
         self.topics = topics or Topics()
@@ -96,6 +97,7 @@ class IngestPipeline:
         self.deduper = Deduper() if deduper is None else deduper
         self.catalog = Catalog() if catalog is None else catalog
         self.max_message_bytes = max_message_bytes
+        self.time_policy = TimePolicy() if time_policy is None else time_policy
         self.max_fresh = max_fresh
         self.idle_partition_s = idle_partition_s
         self.offsets: Offsets = {}
@@ -123,6 +125,7 @@ class IngestPipeline:
         events_topic, items_topic = self.topics.events, self.topics.items
         limit = self.max_message_bytes
         offsets, part_ts = self.offsets, self._partition_ts
+        check_time, watermark_ts = self.time_policy.check, self.time_policy.watermark_ts
         arm_events, item_events = report.arm_events, report.item_events
         now = time.monotonic()
         for msg in messages:
@@ -133,11 +136,17 @@ class IngestPipeline:
                 if isinstance(event, Rejection):
                     self._reject(msg, event, report)
                     continue
+                log_ts = msg.timestamp
+                bad_time = check_time(event.ts, log_ts)
+                if bad_time is not None:
+                    self._reject(msg, bad_time, report)
+                    continue
+                moved = watermark_ts(event.ts, log_ts)
                 seen = part_ts.get(tp)
                 if seen is None:
-                    part_ts[tp] = [event.ts, now]
-                elif event.ts > seen[0]:
-                    seen[0], seen[1] = event.ts, now
+                    part_ts[tp] = [moved, now]
+                elif moved > seen[0]:
+                    seen[0], seen[1] = moved, now
                 if self.deduper.seen_before(event.event_id, event.ts):
                     report.duplicates += 1
                 else:

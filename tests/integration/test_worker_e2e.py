@@ -47,7 +47,7 @@ def overrides(stack, uid, tmp_path, tiny_bert_dir):
 def simulate(opts, topics, requests, seed=5):
     producer = KafkaEventProducer(opts)
     sent: list[bytes] = []
-    clock = itertools.count(1_700_000_000_000, 40)
+    clock = itertools.count(time.time_ns() // 1_000_000 - 3_600_000, 40)
 
     def emit(topic, key, value):
         if topic == topics[0]:

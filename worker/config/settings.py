@@ -76,6 +76,9 @@ class IngestSettings(_Section):
     """Validation, dedupe, join and replay-buffer settings."""
 
     max_message_bytes: int = Field(64 * 1024, ge=256)
+    max_future_skew_s: float = Field(3600.0, ge=0)  # event ts ahead of log time; 0: off
+    max_event_age_s: float = Field(30 * 86400.0, ge=0)  # event ts behind log time; 0: off
+    dlq_max_value_bytes: int = Field(512 * 1024, ge=1024)  # larger rejects are truncated
     dedupe_max_ids: int = Field(1_000_000, ge=1)
     dedupe_window_s: float = Field(3600.0, ge=0)
     join_window_s: float = Field(1800.0, gt=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.dedupe import Deduper
+from consumers.event_time import TimePolicy
 from consumers.joiner import Joiner
 from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
@@ -83,7 +84,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
                               ing.seed),
         joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len),
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
-        max_message_bytes=ing.max_message_bytes)
+        max_message_bytes=ing.max_message_bytes,
+        time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)))
     metrics = Metrics()
     metrics.configure_experiment(settings.experiment.name,
                                  [a.name for a in settings.experiment.arms])

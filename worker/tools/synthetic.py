@@ -7,6 +7,7 @@ suite. Everything here is seeded and deterministic.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,15 +34,20 @@ def encode(obj: Any) -> bytes:
     return msgspec.json.encode(obj)
 
 
-def traffic(n_requests: int, seed: int = 0, t0: int = 1_700_000_000_000,
+def traffic(n_requests: int, seed: int = 0, t0: int | None = None,
             ctr: float = 0.3, users: int = 50, items: int = 200,
             arms: tuple[str, ...] = ("fresh",)) -> Iterator[dict[str, Any]]:
     """A seeded stream: each request shows 2 items; some get clicked 2 s later.
+
+    Event time starts at ``t0`` (epoch ms; default: an hour ago, so a broker's log time
+    accepts it), 100 ms per request.
 
     >>> [e["type"] for e in traffic(1, seed=3)]
     ['impression', 'impression']
     """
     rng = random.Random(seed)
+    if t0 is None:
+        t0 = (time.time_ns() // 1_000_000 - 3_600_000) // 1000 * 1000
     for r in range(n_requests):
         user = f"u{rng.randrange(users)}"
         arm = arms[r % len(arms)]

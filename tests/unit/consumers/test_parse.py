@@ -39,7 +39,7 @@ def test_each_required_field_is_required(field):
 
 
 @pytest.mark.parametrize(("field", "value", "reason"), [
-    ("ts", True, "bad_type"), ("ts", -1, "bad_value"), ("position", -2, "bad_value"),
+    ("ts", True, "bad_type"), ("ts", -1, "bad_ts"), ("position", -2, "bad_value"),
     ("position", 1.5, "bad_type"), ("propensity", 1.5, "bad_value"),
     ("propensity", "high", "bad_type"), ("user_id", "", "bad_value"), ("user_id", 7, "bad_type"),
     ("context", {"a": [1]}, "bad_type"), ("context", "x", "bad_type"),
