@@ -56,3 +56,17 @@ class DeadLetterSink(Protocol):
     def flush(self) -> None:
         """Block until everything sent is durable; raise if any send failed."""
         ...
+
+    def position(self) -> dict[int, int]:
+        """Next offset per sink partition once everything sent so far is flushed.
+
+        Saved in the checkpoint, so a restart knows which dead letters came after it.
+        """
+        ...
+
+    def resume_after(self, position: dict[int, int]) -> int:
+        """Learn which messages were dead-lettered after ``position`` (a checkpoint's).
+
+        Their redelivery is then not dead-lettered twice. Returns how many were found.
+        """
+        ...

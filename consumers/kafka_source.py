@@ -10,10 +10,10 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.dlq import dlq_headers
+from consumers.dlq import Source, dlq_record, source_of
 from consumers.events import Message, Offsets, Rejection
 
 __all__ = ["KafkaDeadLetterSink", "KafkaEventProducer", "KafkaEventSource", "ensure_topics"]
@@ -125,27 +125,101 @@ class KafkaEventSource:
 
 
 class KafkaDeadLetterSink:
-    """Produces rejected messages to the DLQ topic, raw bytes unchanged, reason in headers."""
+    """Produces rejected messages to the DLQ topic, reason in headers, once per source record.
 
-    def __init__(self, topic: str, client_options: Mapping[str, Any]) -> None:
+    Values up to ``max_value_bytes`` go byte for byte; longer ones are truncated and marked
+    (see :func:`consumers.dlq.dlq_record`). A record the broker still refuses is replaced by
+    a headers-only record, so one hostile message never fails the batch around it.
+    """
+
+    def __init__(self, topic: str, client_options: Mapping[str, Any],
+                 max_value_bytes: int = 512 * 1024) -> None:
         self.topic = topic
-        self._producer = KafkaProducer(acks="all", linger_ms=5, **client_options)
-        self._futures: list[Any] = []
+        self.max_value_bytes = max_value_bytes
+        self._options = dict(client_options)
+        self._producer = KafkaProducer(
+            acks="all", linger_ms=5, max_request_size=max(1 << 20, max_value_bytes + 65536),
+            **client_options)
+        self._futures: list[tuple[Any, Message, Rejection]] = []
+        self._position: dict[int, int] | None = None
+        self._already_sent: set[Source] = set()
+        self.skipped_duplicates = 0
 
     def send(self, message: Message, rejection: Rejection) -> None:
-        """Queue the message; failures surface in :meth:`flush`."""
-        self._futures.append(self._producer.send(
-            self.topic, key=message.key, value=message.value or b"",
-            headers=dlq_headers(message, rejection)))
+        """Queue the message (skipped if a previous run already dead-lettered it)."""
+        src = (message.topic, message.partition, message.offset)
+        if src in self._already_sent:
+            self._already_sent.discard(src)
+            self.skipped_duplicates += 1
+            return
+        key, value, headers = dlq_record(message, rejection, self.max_value_bytes)
+        fut = self._producer.send(self.topic, key=key, value=value, headers=headers)
+        self._futures.append((fut, message, rejection))
 
     def flush(self) -> None:
-        """Wait until every queued dead letter is acknowledged; raise on the first failure."""
+        """Wait until every queued dead letter is acknowledged; raise if one cannot be."""
         if not self._futures:
             return
         self._producer.flush()
         futures, self._futures = self._futures, []
-        for fut in futures:
-            fut.get(timeout=30)
+        for fut, message, rejection in futures:
+            try:
+                meta = fut.get(timeout=30)
+            except KafkaError as exc:
+                log.warning("dead letter refused (%s); sending its headers only", exc)
+                _, _, headers = dlq_record(message, rejection, 0)
+                meta = self._producer.send(self.topic, value=b"", headers=headers
+                                           ).get(timeout=30)
+            self._advance(meta.partition, meta.offset + 1)
+
+    def _advance(self, partition: int, next_offset: int) -> None:
+        pos = self.position()
+        pos[partition] = max(pos.get(partition, 0), next_offset)
+
+    def position(self) -> dict[int, int]:
+        """Next DLQ offset per partition (read from the broker once, then from acks)."""
+        if self._position is None:
+            reader = self._reader()
+            try:
+                tps = self._partitions(reader)
+                self._position = {tp.partition: off for tp, off
+                                  in reader.end_offsets(tps).items()} if tps else {}
+            finally:
+                reader.close()
+        return self._position
+
+    def resume_after(self, position: dict[int, int]) -> int:
+        """Read the dead letters written after ``position`` and remember their sources."""
+        reader = self._reader()
+        try:
+            tps = self._partitions(reader)
+            if not tps:
+                return 0
+            reader.assign(tps)
+            ends = reader.end_offsets(tps)
+            for tp in tps:
+                reader.seek(tp, min(position.get(tp.partition, 0), ends[tp]))
+            while any(reader.position(tp) < ends[tp] for tp in tps):
+                for records in reader.poll(timeout_ms=500, max_records=5000).values():
+                    for rec in records:
+                        src = source_of(list(rec.headers or []))
+                        if src is not None:
+                            self._already_sent.add(src)
+        finally:
+            reader.close()
+        log.info("DLQ: %d dead letters since the checkpoint will not be sent again",
+                 len(self._already_sent))
+        return len(self._already_sent)
+
+    def _reader(self) -> KafkaConsumer:
+        return KafkaConsumer(**{**self._options, "group_id": None,
+                                "enable_auto_commit": False,
+                                "fetch_max_bytes": 64 << 20,
+                                "max_partition_fetch_bytes": 16 << 20})
+
+    def _partitions(self, reader: KafkaConsumer) -> list[TopicPartition]:
+        parts = reader.partitions_for_topic(self.topic) or set()
+        return [TopicPartition(self.topic, p) for p in sorted(parts)]
 
     def close(self) -> None:
         """Flush and close the producer."""

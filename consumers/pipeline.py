@@ -275,6 +275,9 @@ class IngestPipeline:
             "buffers": self.buffers.state_dict(),
             "catalog": self.catalog.state_dict(),
             "fresh": [sample_to_list(s) for s in self.fresh],
+            # Dead letters are flushed before this state is taken: everything past this
+            # DLQ position came after it, and is not sent again on redelivery.
+            "dlq_position": [[p, o] for p, o in self.dead_letters.position().items()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,3 +291,5 @@ class IngestPipeline:
         self.buffers.load_state_dict(state["buffers"])
         self.catalog.load_state_dict(state["catalog"])
         self.fresh = [sample_from_list(f) for f in state["fresh"]]
+        if "dlq_position" in state:
+            self.dead_letters.resume_after({int(p): int(o) for p, o in state["dlq_position"]})

@@ -23,7 +23,7 @@ def make_topics(opts: dict[str, Any], uid: str, partitions: int = 4) -> Topics:
 def produce(opts: dict[str, Any], topic: str, values: list[tuple[bytes | None, bytes]]
             ) -> dict[tuple[str, int], int]:
     """Send (key, value) pairs; return the end offset per partition."""
-    producer = KafkaProducer(acks="all", linger_ms=5, **opts)
+    producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=16 << 20, **opts)
     futures = [producer.send(topic, key=k, value=v) for k, v in values]
     producer.flush()
     ends: dict[tuple[str, int], int] = {}

@@ -122,3 +122,44 @@ def test_two_consumers_in_one_group_split_partitions_and_see_every_event_once(
         samples += map(sample_key, w.pipeline.buffers.recent.items)
         w.pipeline.source.close()
     assert Counter(samples) == Counter(map(sample_key, expected_samples(good)))
+
+
+def test_oversized_and_hostile_messages_reach_the_dlq_once_across_a_crash(
+        kafka_options, uid, tmp_path):
+    topics = make_topics(kafka_options, uid, partitions=2)
+    good = list(traffic(200, seed=11))
+    hostile = [b"x" * (10 << 20),  # 10 MiB: the DLQ keeps a truncated copy
+               encode(good[0]).replace(b'"imp-', b'"\xff\xfe-'),  # invalid UTF-8 in a string
+               b"[" * 10_000 + b"]" * 10_000]  # nesting past the decoder's limit
+    first_half, second_half = keyed(good[:200]), keyed(good[200:])
+    first = make_worker(kafka_options, topics, uid, tmp_path, poll_max_records=50)
+    first.restore()
+    drain(first, produce(kafka_options, topics.events, first_half))
+    first.checkpoint()
+    # After the checkpoint: hostile messages between good ones, then a kill -9.
+    ends = produce(kafka_options, topics.events,
+                   [(b"u1", v) for v in hostile] + second_half)
+    drain(first, ends)
+    first.pipeline.dead_letters.flush()
+    first.pipeline.source.revoke_hook = None  # a kill -9 runs no rebalance hook
+    first.pipeline.source.close()
+
+    second = make_worker(kafka_options, topics, uid, tmp_path)
+    try:
+        assert second.restore()
+        drain(second, ends)
+        second.checkpoint()
+        dead = read_dlq(kafka_options, topics.dlq, len(hostile) + 1, timeout_s=8)
+        sources = Counter((h["freshrec.source.partition"], h["freshrec.source.offset"])
+                          for _, h in dead)
+        assert len(dead) == len(hostile) and max(sources.values()) == 1
+        reasons = sorted(h["freshrec.reason"].decode() for _, h in dead)
+        assert reasons == ["not_json", "not_utf8", "too_large"]
+        big = next(h for _, h in dead if h["freshrec.reason"] == b"too_large")
+        assert big["freshrec.original_size"] == str(10 << 20).encode()
+        assert second.pipeline.dead_letters.skipped_duplicates == len(hostile)
+        second.pipeline.flush_joins()
+        got = Counter(map(sample_key, second.pipeline.buffers.recent.items))
+        assert got == Counter(map(sample_key, expected_samples(good)))
+    finally:
+        second.pipeline.source.close()

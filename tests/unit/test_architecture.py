@@ -56,8 +56,8 @@ def test_no_import_circles():
 
     def visit(node: str, stack: list[str]) -> None:
         state[node] = 1
-        for dep in sorted(GRAPH.get(node, ())):
-            dep = dep if dep in GRAPH else dep.rsplit(".", 1)[0]
+        for imported in sorted(GRAPH.get(node, ())):
+            dep = imported if imported in GRAPH else imported.rsplit(".", 1)[0]
             if state.get(dep) == 1:
                 raise AssertionError("import circle: " + " -> ".join([*stack, node, dep]))
             if state.get(dep) is None and dep in GRAPH:

@@ -79,7 +79,7 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
         ensure_topics(opts, {topics.events: k.partitions, topics.items: 1, topics.dlq: 1})
     source = KafkaEventSource([topics.events, topics.items], k.group_id, opts)
     pipeline = IngestPipeline(
-        source, KafkaDeadLetterSink(topics.dlq, opts), topics,
+        source, KafkaDeadLetterSink(topics.dlq, opts, ing.dlq_max_value_bytes), topics,
         buffers=ReplayBuffers(ing.recent_capacity, ing.reservoir_capacity, ing.recent_share,
                               ing.seed),
         joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len),
