@@ -7,7 +7,15 @@ from typing import Protocol
 
 from consumers.events import Message, Offsets, Rejection
 
-__all__ = ["DeadLetterSink", "EventSource"]
+__all__ = ["DeadLetterSink", "EventSource", "SourceUnavailable"]
+
+
+class SourceUnavailable(ConnectionError):
+    """The broker cannot be reached or refused a request for a transient reason.
+
+    Raised by sources and sinks instead of client-library errors, so the loop can back off
+    and retry without importing the client. Nothing was committed by the failed call.
+    """
 
 
 class EventSource(Protocol):

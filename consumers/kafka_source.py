@@ -13,6 +13,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from consumers.base import SourceUnavailable
 from consumers.dlq import Source, dlq_record, source_of
 from consumers.events import Message, Offsets, Rejection
 
@@ -78,7 +79,11 @@ class KafkaEventSource:
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         """Poll once; flatten the per-partition records into one list (no copies)."""
-        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                         max_records=max_records)
+        except KafkaError as exc:
+            raise SourceUnavailable(f"poll failed: {exc}") from exc
         out: list[Message] = []
         for records in polled.values():
             out.extend(records)  # ConsumerRecord already satisfies Message
@@ -88,7 +93,10 @@ class KafkaEventSource:
         """Commit synchronously; offsets of partitions no longer assigned are skipped."""
         to_commit = self.to_commit(offsets)
         if to_commit:
-            self._consumer.commit(offsets=to_commit)
+            try:
+                self._consumer.commit(offsets=to_commit)
+            except KafkaError as exc:  # e.g. not in an active group after a broker restart
+                raise SourceUnavailable(f"commit failed: {exc}") from exc
 
     def to_commit(self, offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
         """kafka-python's commit argument for the assigned partitions among ``offsets``."""
@@ -160,17 +168,28 @@ class KafkaDeadLetterSink:
         """Wait until every queued dead letter is acknowledged; raise if one cannot be."""
         if not self._futures:
             return
-        self._producer.flush()
+        try:
+            self._producer.flush(timeout=60)
+        except KafkaError as exc:
+            raise SourceUnavailable(f"dead letters not acknowledged: {exc}") from exc
         futures, self._futures = self._futures, []
+        failed: list[tuple[Message, Rejection]] = []
         for fut, message, rejection in futures:
             try:
                 meta = fut.get(timeout=30)
             except KafkaError as exc:
+                if getattr(exc, "retriable", False):  # an outage, not this record's fault
+                    failed.append((message, rejection))
+                    continue
                 log.warning("dead letter refused (%s); sending its headers only", exc)
                 _, _, headers = dlq_record(message, rejection, 0)
                 meta = self._producer.send(self.topic, value=b"", headers=headers
                                            ).get(timeout=30)
             self._advance(meta.partition, meta.offset + 1)
+        if failed:
+            for message, rejection in failed:  # queued again for the next flush
+                self.send(message, rejection)
+            raise SourceUnavailable(f"{len(failed)} dead letters not acknowledged")
 
     def _advance(self, partition: int, next_offset: int) -> None:
         pos = self.position()

@@ -8,7 +8,15 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["PinnedError", "VectorStore", "VersionInfo"]
+__all__ = ["PinnedError", "VectorStore", "VersionInfo", "StoreUnavailable"]
+
+
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached right now (connection refused, timed out, loading).
+
+    Transient by nature: callers keep what they have and retry later; nothing was written
+    that a retry would duplicate (publishes are whole versions, counters carry tokens).
+    """
 
 
 class PinnedError(RuntimeError):

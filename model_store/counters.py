@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from model_store.redis_store import translate_errors
+
 __all__ = ["MemoryCounters", "RedisCounters"]
 
 _APPLY = """
@@ -25,6 +27,7 @@ return 1
 """
 
 
+@translate_errors
 class RedisCounters:
     """Hashes ``{prefix}:stats:item:impression``, ``...:item:click`` and ``{prefix}:stats:arm``.
 

@@ -12,17 +12,44 @@ Redis Cluster slot, so its Lua scripts stay atomic there too):
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
 
-from model_store.base import PinnedError, VersionInfo
+from model_store.base import PinnedError, StoreUnavailable, VersionInfo
 
-__all__ = ["RedisVectorStore", "connect"]
+__all__ = ["RedisVectorStore", "connect", "translate_errors"]
+
+_T = TypeVar("_T")
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def translate_errors(cls: type[_T]) -> type[_T]:
+    """Make every public method raise :class:`StoreUnavailable` when Redis is unreachable.
+
+    Callers then handle one exception of our own, and nothing outside this module needs
+    to import redis to recognise an outage.
+    """
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not callable(fn):
+            continue
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                except _UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+            return call
+
+        setattr(cls, name, wrap(fn))
+    return cls
 
 def connect(url: str, password: str | None = None) -> redis.Redis:
     """One pooled client for ``url``; the vector store and the counters share it.
@@ -71,6 +98,7 @@ return target
 _CHUNK = 4000  # ids per HSET/HMGET call: under Lua's unpack limit, small enough not to stall
 
 
+@translate_errors
 class RedisVectorStore:
     """:class:`model_store.base.VectorStore` on Redis (or anything speaking its protocol).
 

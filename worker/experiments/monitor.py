@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter, deque
@@ -14,6 +15,8 @@ from worker.experiments.stats import SequentialTest
 from worker.experiments.summary import summarize
 
 __all__ = ["OTHER", "ExperimentMonitor", "fold_arm"]
+
+log = logging.getLogger(__name__)
 
 OTHER = "other"  # the label of arms stamped on events but not configured
 
@@ -56,6 +59,9 @@ class ExperimentMonitor:
         self._window: deque[tuple[float, Counter[tuple[str, str]]]] = deque()
         self.pending_items: Counter[tuple[str, str]] = Counter()
         self.pending_arms: Counter[tuple[str, str]] = Counter()
+        #: deltas handed to the counters under a token whose fate is unknown (outage):
+        #: re-sent with the same token until acknowledged, so they apply exactly once
+        self.inflight: tuple[str, Counter[tuple[str, str]], Counter[tuple[str, str]]] | None = None
         self.worker_id = uuid.uuid4().hex
         self.flush_seq = 0
 
@@ -97,16 +103,35 @@ class ExperimentMonitor:
         while self._window and now - self._window[0][0] > self.exp.ctr_window_s:
             self._window.popleft()
 
+    def unflushed(self) -> bool:
+        """Whether deltas wait to be sent (in flight after an outage, or pending)."""
+        return self.inflight is not None or bool(self.pending_items or self.pending_arms)
+
     def flush(self) -> bool:
-        """Send pending deltas under this flush's token; True if applied now."""
-        if self.counters is None or not (self.pending_items or self.pending_arms):
+        """Send deltas under their token; True if everything was acknowledged.
+
+        Call only after a checkpoint that holds :meth:`state`. If the counters are
+        unreachable, the deltas stay in flight under the same token and are re-sent by the
+        next flush (the token makes a repeat a no-op); deltas recorded meanwhile wait for a
+        token of their own, so nothing is applied twice or lost.
+        """
+        if self.counters is None:
             return False
-        applied = self.counters.apply(f"{self.worker_id}:{self.flush_seq}", self.pending_items,
-                                      self.pending_arms)
-        self.pending_items.clear()
-        self.pending_arms.clear()
-        self.flush_seq += 1
-        return applied
+        if self.inflight is None and (self.pending_items or self.pending_arms):
+            self.inflight = (f"{self.worker_id}:{self.flush_seq}", self.pending_items,
+                             self.pending_arms)
+            self.pending_items, self.pending_arms = Counter(), Counter()
+            self.flush_seq += 1
+        if self.inflight is None:
+            return True
+        token, items, arms = self.inflight
+        try:
+            self.counters.apply(token, items, arms)
+        except ConnectionError as exc:  # model_store.base.StoreUnavailable
+            log.warning("experiment counters not flushed (will retry): %s", exc)
+            return False
+        self.inflight = None
+        return True
 
     def state(self) -> dict[str, Any]:
         """Checkpoint state: totals, running minima, the unflushed deltas and their token."""
@@ -115,6 +140,9 @@ class ExperimentMonitor:
             "sequential": {a: s.p_value for a, s in self.sequential.items()},
             "pending_items": [[i, t, n] for (i, t), n in self.pending_items.items()],
             "pending_arms": [[a, t, n] for (a, t), n in self.pending_arms.items()],
+            "inflight": None if self.inflight is None else [
+                self.inflight[0], [[i, t, n] for (i, t), n in self.inflight[1].items()],
+                [[a, t, n] for (a, t), n in self.inflight[2].items()]],
             "worker_id": self.worker_id, "flush_seq": self.flush_seq,
         }
 
@@ -129,5 +157,9 @@ class ExperimentMonitor:
         self.pending_items = Counter({(i, t): n for i, t, n in state["pending_items"]})
         self.pending_arms = Counter({(fold_arm(a, self.arms), t): n
                                      for a, t, n in state["pending_arms"]})
+        inflight = state.get("inflight")
+        self.inflight = None if inflight is None else (
+            inflight[0], Counter({(i, t): n for i, t, n in inflight[1]}),
+            Counter({(a, t): n for a, t, n in inflight[2]}))
         self.worker_id, self.flush_seq = state["worker_id"], int(state["flush_seq"])
         self.flush()

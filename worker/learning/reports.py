@@ -17,13 +17,16 @@ class CycleOutcome(StrEnum):
 
     PUBLISHED: a new version is live. REJECTED: the gate refused the candidate (served
     weights may still be republished when new items need vectors). FROZEN: a frozen lineage
-    had nothing to republish. PINNED: a rollback pin refused the publish. IDLE: nothing new.
+    had nothing to republish. PINNED: a rollback pin refused the publish. UNAVAILABLE: the
+    store could not be reached; the trained candidate is kept and published next cycle.
+    IDLE: nothing new.
     """
 
     PUBLISHED = "published"
     REJECTED = "rejected"
     FROZEN = "frozen"
     PINNED = "pinned"
+    UNAVAILABLE = "unavailable"
     IDLE = "idle"
 
 

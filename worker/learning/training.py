@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812 - the usual alias
 
 from consumers.events import Sample
-from model_store.base import PinnedError, VectorStore, VersionInfo
+from model_store.base import PinnedError, StoreUnavailable, VectorStore, VersionInfo
 from worker.config import ArmSettings, TrainingSettings
 from worker.learning.batches import Batch, make_batch
 from worker.learning.evaluation import auc, logloss
@@ -261,6 +261,10 @@ class Trainer:
             self.store.publish(lin.name, version, self.table.ids, vectors, info)
         except PinnedError:
             return None, 0.0, "pinned"
+        except StoreUnavailable as exc:
+            # Keep the trained candidate: the next cycle publishes it (or a better one).
+            log.warning("publish of %s skipped: %s", version, exc)
+            return None, 0.0, "unavailable"
         lin.seq += 1
         lin.published = version
         lin.promote()

@@ -10,7 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from consumers.base import SourceUnavailable
 from consumers.pipeline import BatchReport, IngestPipeline
+from model_store.base import StoreUnavailable
 from model_store.checkpoints import CheckpointStore
 from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
@@ -94,6 +96,8 @@ class Worker:
     def run_once(self) -> BatchReport:
         """One poll + process; then a training cycle and/or checkpoint when due."""
         report = self.pipeline.step(self.poll_max_records, self.poll_timeout_s)
+        self.metrics.health.beat()
+        self.metrics.record_up("kafka", True)
         if report.messages:
             self._dirty = True
             self.metrics.record_batch(report)
@@ -110,8 +114,14 @@ class Worker:
             if self.drift is not None:
                 self.metrics.record_drift(self.drift.snapshot())
             self.checkpoint()
-        elif self._dirty and now - self._last_checkpoint >= self.checkpoint_interval_s:
-            self.checkpoint()
+        elif now - self._last_checkpoint >= self.checkpoint_interval_s:
+            if self._dirty:
+                self.checkpoint()
+            elif self.monitor is not None and self.monitor.unflushed():
+                # Idle after an outage: nothing changed since the last checkpoint, which
+                # holds these deltas and their tokens, so sending them needs no new one.
+                self._last_checkpoint = now
+                self._record_flush(self.monitor.flush())
         return report
 
     def refresh_statistics(self) -> dict[str, Any] | None:
@@ -135,11 +145,31 @@ class Worker:
         self._last_checkpoint = self.clock()
         self._dirty = False
 
-    def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set; checkpoint once more on the way out."""
+    def run(self, stop: threading.Event, max_backoff_s: float = 30.0) -> None:
+        """Loop until ``stop`` is set; checkpoint once more on the way out.
+
+        An unreachable broker or Redis does not end the loop: the iteration is retried after
+        an exponential backoff (0.5 s doubling to ``max_backoff_s``), with what the worker
+        holds kept in memory and offsets left uncommitted until a checkpoint succeeds.
+        """
+        backoff = 0.5
         while not stop.is_set():
-            self.run_once()
-        self.checkpoint()
+            try:
+                self.run_once()
+            except (SourceUnavailable, StoreUnavailable) as exc:
+                dep = "kafka" if isinstance(exc, SourceUnavailable) else "redis"
+                log.warning("%s unavailable, retrying in %.1f s: %s", dep, backoff, exc)
+                self.metrics.record_loop_error(dep, str(exc)[:200])
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+                continue
+            backoff = 0.5
+        try:
+            self.checkpoint()
+        except (SourceUnavailable, StoreUnavailable) as exc:
+            # Uncommitted work is redelivered on restart and dropped by the dedupe window.
+            log.warning("final checkpoint not committed (%s); a restart resumes from the "
+                        "last good one", exc)
 
     def _persist(self, offsets: dict[tuple[str, int], int]) -> None:
         state: dict[str, Any] = {"ingest": self.pipeline.state_dict()}
@@ -152,4 +182,9 @@ class Worker:
                                                           in offsets.items()]})
         if self.monitor is not None:
             # After the checkpoint that holds these deltas and their token: exactly once.
-            self.monitor.flush()
+            # An outage leaves them in flight under the same token, re-sent next time.
+            self._record_flush(self.monitor.flush())
+
+    def _record_flush(self, flushed: bool) -> None:
+        if self.monitor is not None and self.monitor.counters is not None:
+            self.metrics.record_up("redis", flushed, "" if flushed else "counters not flushed")

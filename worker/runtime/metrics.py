@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumers.events import Reason
 from consumers.joiner import JOIN_OUTCOMES
 from consumers.pipeline import BatchReport
 from worker.experiments.monitor import OTHER, fold_arm
-from worker.learning.reports import CycleReport
+from worker.learning.reports import CycleOutcome, CycleReport
+from worker.runtime.health import Health, HealthServer
 
 __all__ = ["Metrics"]
 
@@ -98,6 +99,14 @@ class Metrics:
                                  ["signal", "arm"], registry=r)
         self.drift_responses = Counter("freshrec_drift_responses", "Cycles whose replay mix was "
                                        "boosted towards recent data by a drift alert", registry=r)
+        self.up = Gauge("freshrec_up", "1 while the dependency answered its last call "
+                        "(kafka, redis)", ["dependency"], registry=r)
+        self.loop_errors = Counter("freshrec_loop_errors", "Loop iterations that failed on an "
+                                   "unavailable dependency and were retried after a backoff",
+                                   ["dependency"], registry=r)
+        self.health = Health()
+        for dep in ("kafka", "redis"):
+            self.record_up(dep, True)
         for reason in Reason:
             self.events_rejected.labels(reason.value)
         for outcome in JOIN_OUTCOMES:
@@ -119,10 +128,19 @@ class Metrics:
                             self.arm_requests):
                 counter.labels(experiment, arm)
 
-    def serve(self, host: str, port: int) -> Any:
-        """Expose ``/metrics`` over HTTP in a daemon thread; returns the server (``shutdown()``)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server
+    def serve(self, host: str, port: int) -> HealthServer:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` in a daemon thread (``close()``)."""
+        return HealthServer(host, port, self.registry, self.health)
+
+    def record_up(self, dependency: str, up: bool, detail: str = "") -> None:
+        """Whether ``dependency`` answered its last call (metric and readiness)."""
+        self.up.labels(dependency).set(1 if up else 0)
+        self.health.set(dependency, up, detail)
+
+    def record_loop_error(self, dependency: str, detail: str) -> None:
+        """A loop iteration failed on ``dependency``; it is retried after a backoff."""
+        self.loop_errors.labels(dependency).inc()
+        self.record_up(dependency, False, detail)
 
     def record_batch(self, report: BatchReport) -> None:
         """Account for one ingestion step."""
@@ -155,6 +173,10 @@ class Metrics:
             self.publish_seconds.observe(report.publish_s)
             self.published_version.labels(arm).set(seq)
         self.train_cycles.labels(arm, report.outcome.value).inc()
+        if report.outcome is CycleOutcome.UNAVAILABLE:
+            self.record_up("redis", False, "publish failed")
+        elif seq is not None:
+            self.record_up("redis", True)
         if report.n_trained:
             self.train_samples.labels(arm).inc(report.n_trained)
         if report.train_loss == report.train_loss:  # not NaN
