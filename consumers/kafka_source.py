@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -20,6 +20,7 @@ from consumers.events import Message, Offsets, Rejection
 __all__ = ["KafkaDeadLetterSink", "KafkaEventProducer", "KafkaEventSource", "ensure_topics"]
 
 log = logging.getLogger(__name__)
+_C = TypeVar("_C")
 
 #: Consumer defaults tuned for fast group joins: the broker waits about half a session
 #: timeout for members on a join, so 6 s sessions join in ~3 s instead of ~25 s.
@@ -31,6 +32,16 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "max_poll_interval_ms": 120_000,
     "fetch_max_wait_ms": 100,
 }
+
+
+def _connect(client: Callable[..., _C], options: Mapping[str, Any]) -> _C:
+    """Build a kafka-python client; an unreachable broker is :class:`SourceUnavailable`."""
+    try:
+        return client(**options)
+    except KafkaError as exc:  # kafka-python gives up bootstrapping after ~30 s
+        servers = options.get("bootstrap_servers")
+        where = ",".join(servers) if isinstance(servers, list) else str(servers)
+        raise SourceUnavailable(f"cannot reach Kafka at {where} ({exc})") from exc
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -70,7 +81,7 @@ class KafkaEventSource:
                  client_options: Mapping[str, Any]) -> None:
         options = {**CONSUMER_DEFAULTS, **client_options, "group_id": group_id}
         self.revoke_hook: Callable[[], Offsets] | None = None
-        self._consumer = KafkaConsumer(**options)
+        self._consumer = _connect(KafkaConsumer, options)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
 
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
@@ -145,9 +156,9 @@ class KafkaDeadLetterSink:
         self.topic = topic
         self.max_value_bytes = max_value_bytes
         self._options = dict(client_options)
-        self._producer = KafkaProducer(
-            acks="all", linger_ms=5, max_request_size=max(1 << 20, max_value_bytes + 65536),
-            **client_options)
+        self._producer = _connect(KafkaProducer, {
+            "acks": "all", "linger_ms": 5,
+            "max_request_size": max(1 << 20, max_value_bytes + 65536), **client_options})
         self._futures: list[tuple[Any, Message, Rejection]] = []
         self._position: dict[int, int] | None = None
         self._already_sent: set[Source] = set()
@@ -250,7 +261,8 @@ class KafkaEventProducer:
     """Plain producer for the simulator and benchmarks: ``emit(topic, key, value)``."""
 
     def __init__(self, client_options: Mapping[str, Any], linger_ms: int = 5) -> None:
-        self._producer = KafkaProducer(linger_ms=linger_ms, acks=1, **client_options)
+        self._producer = _connect(KafkaProducer, {"linger_ms": linger_ms, "acks": 1,
+                                                  **client_options})
 
     def emit(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue one record (non-blocking unless the buffer is full)."""
@@ -268,7 +280,7 @@ class KafkaEventProducer:
 
 def ensure_topics(client_options: Mapping[str, Any], topics: Mapping[str, int]) -> None:
     """Create the given topics (name -> partitions) if missing; existing ones are left alone."""
-    admin = KafkaAdminClient(**client_options)
+    admin = _connect(KafkaAdminClient, dict(client_options))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(name, parts, 1) for name, parts in topics.items() if name not in existing]

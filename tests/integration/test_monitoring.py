@@ -58,7 +58,15 @@ def test_real_prometheus_scrapes_arm_counters(tmp_path):
     server = ManagedProcess("prometheus", [
         "prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
         f"--web.listen-address=127.0.0.1:{prom_port}"], prom_port, tmp_path / "prom.log")
-    server.start()
+    def ready():
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - loopback only
+                    f"http://127.0.0.1:{prom_port}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    server.start(ready_timeout_s=120, ready=ready)  # 503 until ready, not just "port open"
     try:
         query = f"http://127.0.0.1:{prom_port}/api/v1/query?query=freshrec_arm_clicks_total"
         deadline, result = time.monotonic() + 30, []

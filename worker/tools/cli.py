@@ -15,21 +15,36 @@ from typing import Any
 import numpy as np
 
 from worker.config import Settings, load_settings
+from worker.tools.errors import describe_error
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
+
+
+class UsageError(Exception):
+    """A mistake in the command line or configuration: reported in one line, exit 2."""
+
+
+def _is_secret(key: str) -> bool:
+    return key == "password" or key.endswith(("_password", "_secret", "_token"))
 
 
 def _set_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``section.key=value`` pairs -> nested dict (values parsed as JSON when they can be)."""
+    """``section.key=value`` pairs -> nested dict (values parsed as JSON when they can be).
+
+    Secrets stay strings whatever they look like: a numeric password parsed as JSON would
+    become an int, fail validation, and be echoed in the error.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         path, sep, raw = pair.partition("=")
         if not sep or "." not in path:
-            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+            raise UsageError(f"--set expects section.key=value, got {path!r}")
+        value: Any = raw
+        if not _is_secret(path.rsplit(".", 1)[-1]):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
         node = out
         *parents, leaf = path.split(".")
         for part in parents:
@@ -160,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="freshrec", description="Streaming incremental-learning "
                                 "worker for recommender systems.")
     p.add_argument("--log-level", default=os.environ.get("FRESHREC_LOG_LEVEL", "WARNING"))
+    p.add_argument("--verbose", action="store_true", help="print tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -219,13 +235,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``freshrec`` console script."""
+    """Entry point of the ``freshrec`` console script.
+
+    Errors are one actionable line on stderr (exit 2 for usage and configuration, 1 for
+    an unreachable dependency); ``--verbose`` adds the traceback.
+    """
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's boundary: one line, not a trace
+        message, code = describe_error(exc, args)
+        print(f"freshrec: {message}", file=sys.stderr)
+        if args.verbose:
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exc()
+        else:
+            print("freshrec: (run with --verbose for the traceback)", file=sys.stderr)
+        return code
+
+
+def _run(args: argparse.Namespace) -> int:
     level = logging.getLevelName(args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != logging.DEBUG:
-        # kafka-python warns about every slow IO task; ours are training cycles, by design.
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+    if level != logging.DEBUG and not args.verbose:
+        # kafka-python logs every refused connection and slow IO task (ours are training
+        # cycles, by design); the worker reports what matters itself, in one line.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return int(args.fn(args))

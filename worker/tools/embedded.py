@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,12 +46,20 @@ class ManagedProcess:
         self.name, self.argv, self.port, self.log_path = name, argv, port, log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 20.0) -> None:
-        """Spawn and block until 127.0.0.1:port accepts a connection; raise if it dies."""
+    def start(self, ready_timeout_s: float = 20.0,
+              ready: Callable[[], bool] | None = None) -> None:
+        """Spawn and block until ready; raise if it dies or is not ready in time.
+
+        Ready means ``ready()`` returns True (e.g. an HTTP readiness endpoint answers 200);
+        without it, that 127.0.0.1:port accepts a connection.
+        """
         logf = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
+        # Own session: a terminal's Ctrl-C reaches the program that started us first, which
+        # then stops its children in order, instead of every child dying at once.
         self.proc = subprocess.Popen(  # noqa: S603 - argv is built here, no shell
             self.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, before exec
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+            start_new_session=True)
         logf.close()
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
@@ -59,9 +68,11 @@ class ManagedProcess:
                                    f"{self.log_path.read_text(errors='replace')[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+                if ready is None or ready():
+                    return
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"{self.name} did not accept on port {self.port} "
                            f"within {ready_timeout_s} s")

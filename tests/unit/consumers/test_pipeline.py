@@ -66,3 +66,16 @@ def test_failed_persist_leaves_offsets_uncommitted():
     with pytest.raises(OSError, match="disk full"):
         pipe.checkpoint()
     assert src.committed == {}
+
+
+def test_configured_empty_state_is_kept_not_replaced_by_defaults():
+    from consumers.dedupe import Deduper
+    from consumers.dlq import MemoryDeadLetters
+    from consumers.replay import ReplayBuffers
+    from tests.fakes import ListSource
+
+    buffers, deduper = ReplayBuffers(recent_capacity=7, reservoir_capacity=3), Deduper(11)
+    pipeline = IngestPipeline(ListSource([]), MemoryDeadLetters(), buffers=buffers,
+                              deduper=deduper)
+    assert pipeline.buffers is buffers and pipeline.buffers.recent.capacity == 7
+    assert pipeline.deduper is deduper
