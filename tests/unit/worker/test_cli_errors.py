@@ -24,7 +24,8 @@ def test_secrets_stay_strings_and_are_never_printed(capsys, secret):
 def test_unknown_setting_is_one_line_with_its_path(capsys):
     code, err = run(capsys, "status", "--set", "kafka.nope=1")
     assert code == 2
-    assert err.splitlines()[0] == "freshrec: invalid settings: kafka.nope: Extra inputs are not permitted"
+    first = err.splitlines()[0]
+    assert first == "freshrec: invalid settings: kafka.nope: Extra inputs are not permitted"
 
 
 def test_unreachable_redis_is_one_actionable_line(capsys):
