@@ -3,18 +3,26 @@
 An external producer sends seeded good traffic (two arms) with hostile messages between
 the events: a 10 MiB value, invalid UTF-8 inside a string, 10k-deep nesting, timestamps
 ten years ahead, 2**63 and in seconds, non-JSON and missing fields. Meanwhile the worker is
-SIGKILLed at random moments and restarted, and Redis is stopped for a while and started
-again (the same server, with its data). At the end the soak compares the per-arm counters
-in Redis and the dead-letter topic with the ground truth it computed itself, prints one
-summary line, and exits non-zero on any loss, duplicate, unexpected exit or crash loop.
+SIGKILLed at random moments and restarted, Redis is stopped for a while and started again
+(the same server, with its data), and the broker is restarted. At the end the soak compares
+the per-arm counters in Redis, every impression's label and the dead-letter topic with the
+ground truth it computed itself, prints one summary line, and exits non-zero on any loss,
+duplicate, unexpected exit or crash loop.
 
     python -m bench.soak                       # the issue's acceptance scale
-    python -m bench.soak --events 4000 --hostile 800 --kills 2 --redis-outage-s 5
+    python -m bench.soak --events 3000 --hostile 600 --kills 2 --redis-outage-s 3
+
+Half-way the producer pauses, the soak waits until the worker has taken in everything sent
+so far, and restarts the broker: the embedded broker keeps its log in memory, so it comes
+back as a new, empty cluster (topics re-created, committed offsets gone), as after losing
+a broker's disks. The final labels are checked impression by impression against the
+worker's last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -32,6 +40,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.dlq import source_of
 from consumers.kafka_source import ensure_topics
+from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
 from model_store.redis_store import connect
 from worker.tools.embedded import EmbeddedStack, ManagedProcess, free_port, redis_binary
@@ -91,6 +100,12 @@ class Worker:
             self.kills += 1
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL without a restart (idempotent)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
     def stop(self) -> int:
         """SIGINT (a clean stop); the exit code."""
         if self.proc is None:
@@ -103,22 +118,61 @@ class Worker:
             return -9
 
 
-def produce(bootstrap: str, events: list[dict[str, Any]], bad: list[tuple[bytes, str]],
-            rate: float, seed: int) -> None:
-    producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all", linger_ms=5,
+class Producer(threading.Thread):
+    """Sends the messages at a fixed rate; can stop at a message index until resumed."""
+
+    def __init__(self, bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float,
+                 pause_at: int | None) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.messages, self.rate, self.pause_at = (bootstrap, messages,
+                                                                   rate, pause_at)
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def _client(self) -> KafkaProducer:
+        return KafkaProducer(bootstrap_servers=[self.bootstrap], acks="all", linger_ms=5,
                              max_request_size=16 << 20)
+
+    def run(self) -> None:
+        """Send everything; at ``pause_at`` flush, signal ``paused`` and wait for ``resume``."""
+        producer = self._client()
+        start, sent_before = time.monotonic(), 0
+        for n, (key, value) in enumerate(self.messages):
+            if n == self.pause_at:
+                producer.flush()
+                producer.close()
+                self.paused.set()
+                self.resume.wait()
+                producer = self._client()  # a new connection to the restarted broker
+                start, sent_before = time.monotonic(), n
+            producer.send(TOPIC, key=key, value=value)
+            ahead = (n + 1 - sent_before) / self.rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.flush()
+        producer.close()
+
+
+def interleave(events: list[dict[str, Any]], bad: list[tuple[bytes, str]],
+               seed: int) -> list[tuple[bytes, bytes, str]]:
+    """Good and hostile messages as (key, value, tag), hostile ones at random places.
+
+    The tag is "arm:type" for a good event and "dlq:reason" for a hostile message.
+    """
     rng = random.Random(seed)
-    messages = [(e["user_id"].encode(), encode(e)) for e in events]
-    for value, _ in bad:  # hostile messages at random places between the good ones
-        messages.insert(rng.randrange(len(messages) + 1), (b"u-bad", value))
-    start = time.monotonic()
-    for n, (key, value) in enumerate(messages):
-        producer.send(TOPIC, key=key, value=value)
-        ahead = (n + 1) / rate - (time.monotonic() - start)
-        if ahead > 0:
-            time.sleep(ahead)
-    producer.flush()
-    producer.close()
+    out = [(e["user_id"].encode(), encode(e), f"{e['arm']}:{e['type']}") for e in events]
+    for value, reason in bad:
+        out.insert(rng.randrange(len(out) + 1), (b"u-bad", value, f"dlq:{reason}"))
+    return out
+
+
+def drained(counters: RedisCounters, bootstrap: str, truth: Counter[str],
+            dead_before: int) -> bool:
+    """True once Redis holds every good event in ``truth`` and the DLQ every hostile one."""
+    got = counters.arm_totals()
+    good = all(got.get(tag.split(":")[0], {}).get(tag.split(":")[1], 0) >= n
+               for tag, n in truth.items() if not tag.startswith("dlq:"))
+    want_dead = sum(n for tag, n in truth.items() if tag.startswith("dlq:"))
+    return good and dead_before + len(read_dlq(bootstrap)) >= want_dead
 
 
 def read_dlq(bootstrap: str) -> list[tuple[str | None, Any]]:
@@ -139,25 +193,63 @@ def read_dlq(bootstrap: str) -> list[tuple[str | None, Any]]:
     return out
 
 
+def check_labels(events: list[dict[str, Any]], ckpt_dir: Path) -> dict[str, int]:
+    """Compare every impression's label in the worker's last checkpoint with the truth.
+
+    The joiner remembers each closed (request, item) key with its label (``closed``) and
+    holds the still-open ones (``pending``); with clicks 2 s after their impression and a
+    5 s window, an impression is positive exactly when the stream holds its click.
+    """
+    clicked = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "click"}
+    shown = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "impression"}
+    ckpt = CheckpointStore(ckpt_dir).load_latest()
+    join = ckpt.state["ingest"]["joiner"] if ckpt is not None else {"closed": [],
+                                                                     "pending": []}
+    closed = {(r, i): bool(v) for r, i, v in join["closed"]}
+    pending = {(imp[5], imp[4]) for imp, _ in join["pending"]}
+    wrong = sum(1 for key in shown if key in closed and closed[key] != (key in clicked))
+    missing = sum(1 for key in shown if key not in closed and key not in pending)
+    return {"impressions": len(shown), "positives": sum(closed.values()),
+            "negatives": sum(1 for v in closed.values() if not v), "open": len(pending),
+            "wrong": wrong, "missing": missing}
+
+
 def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000, help="good events (about)")
     ap.add_argument("--hostile", type=int, default=20_000)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--redis-outage-s", type=float, default=20.0)
+    ap.add_argument("--no-broker-restart", action="store_true",
+                    help="skip the broker restart half-way")
     ap.add_argument("--rate", type=float, default=1500.0, help="messages per second")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--drain-timeout-s", type=float, default=600.0)
     args = ap.parse_args()
+    result = soak(args)
+    print("soak: " + json.dumps(result))
+    if not result["ok"]:
+        print(f"soak: FAILED (worker log: {result['workdir']}/worker.log)", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
+    """Run the scenario; the summary (``ok`` false on any loss, duplicate or crash)."""
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="freshrec-soak-"))
     now_ms = time.time_ns() // 1_000_000
     requests = max(1, int(args.events / 2.6))  # traffic() makes ~2.6 events per request
-    events = list(traffic(requests, seed=args.seed, t0=now_ms - 600_000, users=500,
-                          items=2000, arms=("control", "fresh")))
+    # Event time ends 10 minutes ago (100 ms per request): never ahead of the log time.
+    events = list(traffic(requests, seed=args.seed, t0=now_ms - 600_000 - requests * 100,
+                          users=500, items=2000, arms=("control", "fresh")))
     bad = [hostile(k, now_ms, rng) for k in range(args.hostile)]
     bad[0] = (b"x" * (10 << 20), "too_large")  # and one 10 MiB message
-    truth = Counter((e["arm"], e["type"]) for e in events)
+    messages = interleave(events, bad, args.seed)
+    truth = Counter(tag for _, _, tag in messages)
+    pause_at = None if args.no_broker_restart else len(messages) // 2
+    topics = {TOPIC: 4, ITEMS: 1, DLQ: 1}
+    dead: list[tuple[str | None, Any]] = []
+    broker_restarts = 0
     with EmbeddedStack(work / "stack") as stack:
         rport = free_port()
         redis = ManagedProcess("redis", [redis_binary(), "--port", str(rport), "--bind",
@@ -165,8 +257,8 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
                                          "--dir", str(work)], rport, work / "redis.log")
         redis.start()
         url = f"redis://127.0.0.1:{rport}/0"
-        ensure_topics({"bootstrap_servers": [stack.bootstrap]},
-                      {TOPIC: 4, ITEMS: 1, DLQ: 1})
+        counters = RedisCounters(connect(url), "freshrec")
+        ensure_topics({"bootstrap_servers": [stack.bootstrap]}, topics)
         argv = [sys.executable, "-m", "worker.tools.cli", "run",
                 "--bootstrap-servers", stack.bootstrap, "--redis-url", url,
                 "--group-id", "soak", "--metrics-port", str(free_port()),
@@ -175,14 +267,15 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
                 "--set", f"store.checkpoint_dir={work / 'ckpt'}",
                 "--set", "ingest.checkpoint_interval_s=1"]
         worker = Worker(argv, work / "worker.log")
+        atexit.register(worker.kill)  # Ctrl-C of the soak leaves no worker behind
         worker.start()
         start = time.monotonic()
-        total = (len(events) + len(bad)) / args.rate
-        sender = threading.Thread(target=produce, args=(stack.bootstrap, events, bad,
-                                                        args.rate, args.seed))
+        total = len(messages) / args.rate
+        sender = Producer(stack.bootstrap, [(k, v) for k, v, _ in messages], args.rate,
+                          pause_at)
         sender.start()
         kill_at = sorted(rng.uniform(0.1, 0.9) * total for _ in range(args.kills))
-        outage_at = 0.5 * total
+        outage_at = 0.3 * total
         outage_done = False
         while sender.is_alive() or kill_at:
             t = time.monotonic() - start
@@ -195,43 +288,53 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
                 worker.check()
                 redis.start()
                 outage_done = True
+            if sender.paused.is_set() and not sender.resume.is_set():
+                # The memory broker forgets its log on restart: let the worker take in
+                # everything sent so far, keep the dead letters, then restart it empty.
+                half = Counter(tag for _, _, tag in messages[:pause_at])
+                deadline = time.monotonic() + args.drain_timeout_s
+                while (not drained(counters, stack.bootstrap, half, 0)
+                       and time.monotonic() < deadline):
+                    worker.check()
+                    time.sleep(1.0)
+                dead = read_dlq(stack.bootstrap)
+                stack.broker.stop()
+                stack.broker.start()
+                broker_restarts += 1
+                ensure_topics({"bootstrap_servers": [stack.bootstrap]}, topics)
+                sender.resume.set()
             worker.check()
             time.sleep(0.2)
         sender.join()
-        counters = RedisCounters(connect(url), "freshrec")
         deadline = time.monotonic() + args.drain_timeout_s
-        got: dict[str, dict[str, int]] = {}
-        while time.monotonic() < deadline:
+        while (not drained(counters, stack.bootstrap, truth, len(dead))
+               and time.monotonic() < deadline):
             worker.check()
-            got = counters.arm_totals()
-            if all(got.get(a, {}).get(t, 0) >= n for (a, t), n in truth.items()):
-                break
             time.sleep(1.0)
         time.sleep(3.0)  # let a last checkpoint flush anything beyond the truth (duplicates)
         got = counters.arm_totals()
         rc = worker.stop()
-        dead = read_dlq(stack.bootstrap)
+        dead += read_dlq(stack.bootstrap)
         redis.stop()
-    counter_diff = {f"{a}:{t}": got.get(a, {}).get(t, 0) - n for (a, t), n in truth.items()
-                    if got.get(a, {}).get(t, 0) != n}
-    sources = Counter(src for _, src in dead)
-    dup_dead = sum(n - 1 for n in sources.values() if n > 1)
+    labels = check_labels(events, work / "ckpt")
+    counter_diff = {tag: got.get(tag.split(":")[0], {}).get(tag.split(":")[1], 0) - n
+                    for tag, n in truth.items() if not tag.startswith("dlq:")}
+    counter_diff = {tag: d for tag, d in counter_diff.items() if d}
     reasons_got = Counter(reason for reason, _ in dead)
-    reasons_want = Counter(reason for _, reason in bad)
+    reasons_want = Counter(tag[4:] for tag in truth.elements() if tag.startswith("dlq:"))
+    dup_dead = max(0, len(dead) - sum(reasons_want.values()))
     ok = (not counter_diff and dup_dead == 0 and reasons_got == reasons_want
-          and worker.unexpected_exits == 0 and rc == 0)
-    summary = {
+          and worker.unexpected_exits == 0 and rc == 0 and labels["wrong"] == 0
+          and labels["missing"] == 0 and labels["negatives"] > 0)
+    return {
         "ok": ok, "good_events": len(events), "hostile": len(bad), "kills": worker.kills,
-        "redis_outage_s": args.redis_outage_s, "unexpected_exits": worker.unexpected_exits,
-        "final_exit_code": rc, "counter_mismatches": counter_diff,
-        "dlq_records": len(dead), "dlq_duplicates": dup_dead,
-        "dlq_reasons_match": reasons_got == reasons_want,
+        "redis_outage_s": args.redis_outage_s, "broker_restarts": broker_restarts,
+        "unexpected_exits": worker.unexpected_exits, "final_exit_code": rc,
+        "counter_mismatches": counter_diff, "dlq_records": len(dead),
+        "dlq_duplicates": dup_dead, "dlq_reasons_match": reasons_got == reasons_want,
+        "labels": labels,
         "seconds": round(time.monotonic() - start, 1), "workdir": str(work),
     }
-    print("soak: " + json.dumps(summary))
-    if not ok:
-        print(f"soak: FAILED (worker log: {work / 'worker.log'})", file=sys.stderr)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ label, since a click past the window never counts.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import heapq
+from collections import Counter
 from itertools import islice
 from typing import Any
 
@@ -29,6 +30,7 @@ JOIN_OUTCOMES = (
     "late_click",  # its impression had already closed as a negative
     "click_outside_window",  # its impression was pending, but the click is past the window
     "duplicate_click",  # the impression already has its positive
+    "purchase_after_click",  # a purchase of an item already clicked: the label stays 1
     "duplicate_impression",  # same (request_id, item_id) shown twice: the first one counts
 )
 
@@ -54,10 +56,12 @@ class Joiner:
         self.closed_memory = closed_memory
         self.watermark = 0
         self.outcomes: Counter[str] = Counter()
-        # Plain dicts (insertion-ordered, faster than OrderedDict) plus a deque that records
-        # arrival order for expiry; a key already joined is simply skipped when popped.
+        # Plain dicts (insertion-ordered, faster than OrderedDict) plus a heap in event-time
+        # order for expiry: partitions read unevenly (a restart drains one backlog first)
+        # must not leave old impressions stuck behind newer ones. A key already joined is
+        # simply skipped when popped.
         self._pending: dict[_Key, _Pending] = {}
-        self._order: deque[tuple[int, _Key]] = deque()
+        self._order: list[tuple[int, _Key]] = []
         self._closed: dict[_Key, bool] = {}  # key -> had a positive
         # Histories are immutable tuples: an impression just keeps a reference (no copy).
         self._history: dict[str, tuple[str, ...]] = {}
@@ -80,7 +84,7 @@ class Joiner:
                 self.outcomes["duplicate_impression"] += 1
                 return
             self._pending[key] = (event, self._history.get(event.user_id, ()))
-            self._order.append((event.ts, key))
+            heapq.heappush(self._order, (event.ts, key))
         else:
             self._on_positive(key, event, out)
 
@@ -93,9 +97,8 @@ class Joiner:
         """
         horizon = (self.watermark if watermark is None else watermark) - self.window_ms
         pending, order = self._pending, self._order
-        # Impressions arrive (nearly) in event-time order: stop at the first open one.
         while order and order[0][0] < horizon:
-            key = order.popleft()[1]
+            key = heapq.heappop(order)[1]
             pend = pending.pop(key, None)
             if pend is not None:
                 self._remember_closed(key, False)
@@ -122,7 +125,8 @@ class Joiner:
             if had_positive is None:
                 self.outcomes["orphan_click"] += 1
             elif had_positive:
-                self.outcomes["duplicate_click"] += 1
+                self.outcomes["purchase_after_click" if event.type == "purchase"
+                              else "duplicate_click"] += 1
             else:
                 self.outcomes["late_click"] += 1
             return
@@ -165,12 +169,13 @@ class Joiner:
         """Replace all join state with one produced by :meth:`state_dict`."""
         self.watermark = int(state["watermark"])
         self.outcomes = Counter(state["outcomes"])
-        self._pending, self._order = {}, deque()
+        self._pending, self._order = {}, []
         for fields, history in state["pending"]:
             ev = BehaviourEvent(*fields)
             key = (ev.request_id, ev.item_id)
             self._pending[key] = (ev, tuple(history))
             self._order.append((ev.ts, key))
+        heapq.heapify(self._order)
         self._closed = {(r, i): bool(v) for r, i, v in state["closed"]}
         self._history = {u: tuple(h) for u, h in state["history"].items()}
 

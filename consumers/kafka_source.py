@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from consumers.base import SourceUnavailable
@@ -21,6 +28,10 @@ __all__ = ["KafkaDeadLetterSink", "KafkaEventProducer", "KafkaEventSource", "ens
 
 log = logging.getLogger(__name__)
 _C = TypeVar("_C")
+_Letter = tuple[Message, Rejection, bool]  # the source record, why, headers only?
+#: Refusals about one record (its size or content): that record goes headers-only.
+_RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError,
+                  CorruptRecordError)
 
 #: Consumer defaults tuned for fast group joins: the broker waits about half a session
 #: timeout for members on a join, so 6 s sessions join in ~3 s instead of ~25 s.
@@ -120,18 +131,30 @@ class KafkaEventSource:
         return out
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Highwater minus position, from the last fetch responses (no extra request)."""
+        """Log end minus position per assigned partition, with the end asked of the broker.
+
+        A real ListOffsets request (not the high-water mark of the last fetch, which is
+        stale while the worker trains or checkpoints). {} if the broker does not answer.
+        """
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(assigned)
+        except KafkaError as exc:
+            log.debug("end offsets unavailable: %s", exc)
+            return {}
         out = {}
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
+        for tp in assigned:
             try:
                 pos = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001, S112 - position unknown until the first fetch
                 continue
+            # The broker's answer, or the last fetch's high-water mark if that is higher
+            # (a broker may answer with a batch's base offset; both are lower bounds).
+            end = max(ends.get(tp) or 0, self._consumer.highwater(tp) or 0)
             if pos is not None:
-                out[(tp.topic, tp.partition)] = max(0, high - pos)
+                out[(tp.topic, tp.partition)] = max(0, end - pos)
         return out
 
     def assignment(self) -> set[tuple[str, int]]:
@@ -156,51 +179,87 @@ class KafkaDeadLetterSink:
         self.topic = topic
         self.max_value_bytes = max_value_bytes
         self._options = dict(client_options)
-        self._producer = _connect(KafkaProducer, {
+        self._producer_options = {
             "acks": "all", "linger_ms": 5,
-            "max_request_size": max(1 << 20, max_value_bytes + 65536), **client_options})
-        self._futures: list[tuple[Any, Message, Rejection]] = []
+            "max_request_size": max(1 << 20, max_value_bytes + 65536), **client_options}
+        self._producer: KafkaProducer | None = _connect(KafkaProducer, self._producer_options)
+        self._futures: list[tuple[Any, _Letter]] = []
+        self._unsent: list[_Letter] = []  # not handed to the producer yet (it was down)
         self._position: dict[int, int] | None = None
         self._already_sent: set[Source] = set()
         self.skipped_duplicates = 0
 
     def send(self, message: Message, rejection: Rejection) -> None:
-        """Queue the message (skipped if a previous run already dead-lettered it)."""
+        """Queue the message (skipped if a previous run already dead-lettered it).
+
+        Never raises: called in the middle of a batch, where an exception would lose the
+        rest of the batch. A producer that cannot take the record now leaves it queued for
+        :meth:`flush`, which raises before the offsets are committed.
+        """
         src = (message.topic, message.partition, message.offset)
         if src in self._already_sent:
             self._already_sent.discard(src)
             self.skipped_duplicates += 1
             return
-        key, value, headers = dlq_record(message, rejection, self.max_value_bytes)
-        fut = self._producer.send(self.topic, key=key, value=value, headers=headers)
-        self._futures.append((fut, message, rejection))
+        self._submit((message, rejection, False))
+
+    def _submit(self, letter: _Letter) -> None:
+        message, rejection, headers_only = letter
+        key, value, headers = dlq_record(message, rejection,
+                                         0 if headers_only else self.max_value_bytes)
+        try:
+            if self._producer is None:  # dropped after a fatal error: a new session
+                self._producer = _connect(KafkaProducer, self._producer_options)
+            fut = self._producer.send(self.topic, key=None if headers_only else key,
+                                      value=b"" if headers_only else value, headers=headers)
+        except (KafkaError, SourceUnavailable) as exc:
+            log.warning("dead letter queued until the broker is back: %s", exc)
+            self._unsent.append(letter)
+            return
+        self._futures.append((fut, letter))
 
     def flush(self) -> None:
-        """Wait until every queued dead letter is acknowledged; raise if one cannot be."""
-        if not self._futures:
-            return
-        try:
-            self._producer.flush(timeout=60)
-        except KafkaError as exc:
-            raise SourceUnavailable(f"dead letters not acknowledged: {exc}") from exc
-        futures, self._futures = self._futures, []
-        failed: list[tuple[Message, Rejection]] = []
-        for fut, message, rejection in futures:
+        """Wait until every queued dead letter is acknowledged; raise if one cannot be.
+
+        A record the broker refuses for its own sake (size, content) is replaced by a
+        headers-only record. Anything else (an outage, or a broker that forgot this
+        producer's id after a restart) keeps the letters queued, starts a new producer
+        session if the old one is unusable, and raises :class:`SourceUnavailable`.
+        """
+        unsent, self._unsent = self._unsent, []
+        for letter in unsent:
+            self._submit(letter)
+        broken = False
+        for _ in range(2):  # the second round acknowledges headers-only replacements
+            if not self._futures:
+                break
             try:
-                meta = fut.get(timeout=30)
+                if self._producer is not None:
+                    self._producer.flush(timeout=60)
             except KafkaError as exc:
-                if getattr(exc, "retriable", False):  # an outage, not this record's fault
-                    failed.append((message, rejection))
+                log.warning("DLQ flush failed: %s", exc)
+                broken = True
+            futures, self._futures = self._futures, []
+            for fut, letter in futures:
+                try:
+                    meta = fut.get(timeout=0 if broken else 30)
+                except _RECORD_ERRORS as exc:
+                    log.warning("dead letter refused (%s); sending its headers only", exc)
+                    self._submit((letter[0], letter[1], True))
                     continue
-                log.warning("dead letter refused (%s); sending its headers only", exc)
-                _, _, headers = dlq_record(message, rejection, 0)
-                meta = self._producer.send(self.topic, value=b"", headers=headers
-                                           ).get(timeout=30)
-            self._advance(meta.partition, meta.offset + 1)
-        if failed:
-            for message, rejection in failed:  # queued again for the next flush
-                self.send(message, rejection)
-            raise SourceUnavailable(f"{len(failed)} dead letters not acknowledged")
+                except KafkaError as exc:
+                    broken = broken or not getattr(exc, "retriable", False)
+                    self._unsent.append(letter)
+                    continue
+                self._advance(meta.partition, meta.offset + 1)
+        self._unsent.extend(letter for _, letter in self._futures)
+        self._futures = []
+        if broken and self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=0)
+            self._producer = None
+        if self._unsent:
+            raise SourceUnavailable(f"{len(self._unsent)} dead letters not acknowledged")
 
     def _advance(self, partition: int, next_offset: int) -> None:
         pos = self.position()
@@ -226,9 +285,12 @@ class KafkaDeadLetterSink:
             if not tps:
                 return 0
             reader.assign(tps)
-            ends = reader.end_offsets(tps)
+            ends, begins = reader.end_offsets(tps), reader.beginning_offsets(tps)
             for tp in tps:
-                reader.seek(tp, min(position.get(tp.partition, 0), ends[tp]))
+                start = position.get(tp.partition, 0)
+                # Past the end: the broker lost the DLQ's log (a restarted memory broker,
+                # a recreated topic), so every dead letter it holds now is newer than ours.
+                reader.seek(tp, begins[tp] if start > ends[tp] else max(start, begins[tp]))
             while any(reader.position(tp) < ends[tp] for tp in tps):
                 for records in reader.poll(timeout_ms=500, max_records=5000).values():
                     for rec in records:
@@ -254,7 +316,8 @@ class KafkaDeadLetterSink:
     def close(self) -> None:
         """Flush and close the producer."""
         self.flush()
-        self._producer.close()
+        if self._producer is not None:
+            self._producer.close()
 
 
 class KafkaEventProducer:

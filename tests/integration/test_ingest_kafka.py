@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import pytest
+from kafka import KafkaProducer
 
 from tests.helpers import encode, expected_samples, malformed, sample_key, traffic, wait_for
 from tests.integration.ingest_helpers import drain, make_topics, make_worker, produce, read_dlq
@@ -163,3 +164,27 @@ def test_oversized_and_hostile_messages_reach_the_dlq_once_across_a_crash(
         assert got == Counter(map(sample_key, expected_samples(good)))
     finally:
         second.pipeline.source.close()
+
+
+def test_consumer_lag_counts_messages_the_worker_has_not_fetched_yet(kafka_options, uid,
+                                                                      tmp_path):
+    topics = make_topics(kafka_options, uid, partitions=2)
+    ends = produce(kafka_options, topics.events, keyed(list(traffic(50, seed=2))))
+    worker = make_worker(kafka_options, topics, uid, tmp_path)
+    try:
+        drain(worker, ends)
+        # The worker is busy elsewhere (training, checkpointing): no fetch sees these.
+        # One record per batch: tansu answers ListOffsets with the last batch's base
+        # offset + 1, which is the log end only when batches hold one record.
+        producer = KafkaProducer(acks="all", linger_ms=0, **kafka_options)
+        for key, value in keyed(list(traffic(40, seed=3))):
+            producer.send(topics.events, key=key, value=value).get(timeout=30)
+        producer.close()
+        worker.refresh_statistics()
+        lag = {labels: worker.metrics.registry.get_sample_value(
+            "freshrec_consumer_lag", {"topic": topics.events, "partition": str(p)})
+            for p, labels in enumerate(("p0", "p1"))}
+        waiting = sum(1 for _ in traffic(40, seed=3))
+        assert sum(v or 0 for v in lag.values()) == waiting
+    finally:
+        worker.pipeline.source.close()

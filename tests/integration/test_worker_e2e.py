@@ -86,6 +86,11 @@ def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_di
                      "--arm", "fresh"]) == 0
     rolled = json.loads(capsys.readouterr().out)
     assert store.current("fresh").version == rolled["current"] != out["version"]
+    # the worker's version gauge follows the rollback (it reads the store on its stats clock)
+    app.metrics.record_served_versions(app.trainer.served_versions())
+    served = app.metrics.registry.get_sample_value("freshrec_published_version",
+                                                   {"arm": "fresh"})
+    assert served == int(rolled["current"].rsplit("-", 1)[1])
     assert cli_main(["status", "--redis-url", stack.redis_url, "--set", f"redis.prefix={uid}"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["arms"]["fresh"]["pinned"] == rolled["current"]
@@ -95,6 +100,7 @@ def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_di
     assert stats["fresh"]["impressions"] == sent["fresh"]["impression"] > 0
     assert stats["control"]["clicks"] == sent["control"]["click"]
     assert "p_value" in stats["fresh"] and 0 <= status["statistics"]["srm_p_value"] <= 1
+    assert stats["fresh"]["diff_low"] <= stats["fresh"]["diff"] <= stats["fresh"]["diff_high"]
 
 
 def test_kill_worker_mid_run_restart_resumes_without_losing_events(

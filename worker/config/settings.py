@@ -113,6 +113,8 @@ class TrainingSettings(_Section):
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     gate_tolerance: float = Field(0.01, ge=0)
+    # Rejections in a row after which the candidate restarts from the served model.
+    gate_max_rejections: int = Field(5, ge=1)
     holdout_share: float = Field(0.1, ge=0, lt=1)
     warmup_cycles: int = Field(5, ge=0)
     distill_weight: float = Field(0.5, ge=0, le=1)
@@ -138,7 +140,11 @@ class ExperimentSettings(_Section):
     salt: str = "freshrec"
     ctr_window_s: float = Field(300.0, gt=0)  # the worker's windowed CTR view
     stats_interval_s: float = Field(5.0, gt=0)  # statistics clock, independent of training
-    sequential_tau: float = Field(0.02, gt=0)  # mSPRT mixture scale (absolute CTR difference)
+    # mSPRT mixture scale: None = sequential_mde x the control's CTR (fixed after
+    # sequential_burn_in control impressions); a number = an absolute CTR difference.
+    sequential_tau: float | None = Field(None, gt=0)
+    sequential_mde: float = Field(0.1, gt=0)  # relative lift worth detecting
+    sequential_burn_in: int = Field(1000, ge=1)
     srm_p_value: float = Field(0.001, gt=0, lt=1)
     arms: tuple[ArmSettings, ...] = (
         ArmSettings(name="control", lineage="frozen", share=0.5),
@@ -163,6 +169,9 @@ class DriftSettings(_Section):
 
     reference_arm: str | None = None  # None: the experiment's control (a stable model)
     start_after_cycles: int = Field(0, ge=0)  # settle time before the reference windows fill
+    # ... and the reference arm's first samples after its freeze that the detectors skip;
+    # embedding alerts also wait for them (vectors move most while a model is young).
+    start_after_samples: int = Field(0, ge=0)
     psi_window: int = Field(5000, ge=100)
     psi_threshold: float = Field(0.25, gt=0)
     adwin_delta: float = Field(0.002, gt=0, lt=1)

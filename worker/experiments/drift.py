@@ -75,7 +75,11 @@ def embedding_drift(ids_a: Sequence[str], vecs_a: np.ndarray, ids_b: Sequence[st
     """(mean cosine shift, share of items moved) over items present in both versions.
 
     Cosine shift of an item is ``1 - cos(a, b)``; an item "moved" when its cosine falls
-    below ``moved_cosine``.
+    below ``moved_cosine``. Unchanged vectors (zero ones included) have not moved:
+
+    >>> z = np.zeros((2, 3))
+    >>> embedding_drift(["a", "b"], z, ["a", "b"], z)
+    (0.0, 0.0)
     """
     index_b = {i: k for k, i in enumerate(ids_b)}
     pairs = [(k, index_b[i]) for k, i in enumerate(ids_a) if i in index_b]
@@ -83,8 +87,11 @@ def embedding_drift(ids_a: Sequence[str], vecs_a: np.ndarray, ids_b: Sequence[st
         return 0.0, 0.0
     ka, kb = (np.array(x) for x in zip(*pairs, strict=True))
     a, b = vecs_a[ka], vecs_b[kb]
-    cos = np.sum(a * b, axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = np.sum(a * b, axis=1) / np.maximum(norm_a * norm_b, 1e-12)
+    # A vector that did not change has not moved, even when it is zero (an item no model
+    # has learnt yet): its cosine is undefined, so it counts as 1, not 0.
+    cos[np.all(a == b, axis=1)] = 1.0
     return float(np.mean(1 - cos)), float(np.mean(cos < moved_cosine))
 
 

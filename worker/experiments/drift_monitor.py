@@ -37,10 +37,20 @@ class DriftMonitor:
         self._rng = np.random.default_rng(0)
         self._last_vectors: dict[str, tuple[list[str], np.ndarray]] = {}
         self.embedding: dict[str, tuple[float, float]] = {}
+        self.seen = 0  # reference samples offered so far (the first start_after_samples skipped)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the settle budget (``start_after_samples``) is spent."""
+        return self.seen >= self.cfg.start_after_samples
 
     def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray) -> None:
         """Progressive-validation output of one lineage for one cycle."""
         if arm != self.reference_arm or len(probs) == 0:
+            return
+        settled = self.settled  # the batch that spends the budget is still skipped
+        self.seen += len(probs)
+        if not settled:
             return
         self.score_psi.update(probs)
         self.label.update(labels)
@@ -72,15 +82,15 @@ class DriftMonitor:
     def next_recent_share(self, default: float | None) -> float | None:
         """Replay mix for the next cycle: boosted towards recent data while drift alerts.
 
-        A write: it consumes one boosted cycle, and starts a boost (reported through
-        ``on_response``) when an alert is up and none is running.
+        A write: it consumes one boosted cycle (reported through ``on_response``), and
+        (re)starts a boost of ``boost_cycles`` while a data-drift alert is up.
         """
         if any(self.alerts().values()):
-            if self._boost_left == 0 and self.on_response is not None:
-                self.on_response()
             self._boost_left = self.cfg.boost_cycles
         if self._boost_left > 0:
             self._boost_left -= 1
+            if self.on_response is not None:
+                self.on_response()
             return self.cfg.boost_recent_share
         return default
 
@@ -95,7 +105,7 @@ class DriftMonitor:
                            "last_change": self.loss.last_change},
             "label_ctr": {"score": self.label.score, "alert": alerts["label_ctr"]},
             "embedding": {arm: {"mean_cosine_shift": s, "moved_share": m,
-                                "alert": m > self.cfg.embedding_alert_share}
+                                "alert": self.settled and m > self.cfg.embedding_alert_share}
                           for arm, (s, m) in self.embedding.items()},
         }
         return snap

@@ -54,8 +54,9 @@ class ExperimentMonitor:
         self.clock = clock
         self.arms = frozenset(a.name for a in exp.arms)
         self.totals: dict[str, Counter[str]] = {a.name: Counter() for a in exp.arms}
-        self.sequential = {a.name: SequentialTest(exp.sequential_tau) for a in exp.arms
-                           if a.name != exp.control}
+        self.sequential = {a.name: SequentialTest(exp.sequential_tau, exp.sequential_mde,
+                                                  exp.sequential_burn_in)
+                           for a in exp.arms if a.name != exp.control}
         self._window: deque[tuple[float, Counter[tuple[str, str]]]] = deque()
         self.pending_items: Counter[tuple[str, str]] = Counter()
         self.pending_arms: Counter[tuple[str, str]] = Counter()
@@ -138,6 +139,7 @@ class ExperimentMonitor:
         return {
             "totals": {a: dict(c) for a, c in self.totals.items()},
             "sequential": {a: s.p_value for a, s in self.sequential.items()},
+            "sequential_tau": {a: s.tau for a, s in self.sequential.items()},
             "pending_items": [[i, t, n] for (i, t), n in self.pending_items.items()],
             "pending_arms": [[a, t, n] for (a, t), n in self.pending_arms.items()],
             "inflight": None if self.inflight is None else [
@@ -154,6 +156,9 @@ class ExperimentMonitor:
         for arm, p in state["sequential"].items():
             if arm in self.sequential:
                 self.sequential[arm].p_value = float(p)
+        for arm, tau in state.get("sequential_tau", {}).items():
+            if arm in self.sequential and tau is not None and self.exp.sequential_tau is None:
+                self.sequential[arm].tau = float(tau)  # fixed at burn-in: keep it
         self.pending_items = Counter({(i, t): n for i, t, n in state["pending_items"]})
         self.pending_arms = Counter({(fold_arm(a, self.arms), t): n
                                      for a, t, n in state["pending_arms"]})

@@ -92,14 +92,31 @@ class SequentialTest:
 
     Watching it continuously does not inflate false positives: under no difference, the
     chance it *ever* drops below alpha is at most about alpha.
+
+    The mixture scale ``tau`` should be the size of effect worth finding. An absolute
+    0.02 suits a 10% CTR but is hopeless at 0.5% (the test then needs an effect of several
+    times the CTR itself), so by default ``tau`` is relative: ``mde`` times the control's
+    CTR, estimated once from its first ``burn_in`` impressions and then fixed (the p-value
+    is 1 until then). The estimate uses the control arm only, never the difference, and
+    is frozen before any look counts, so the running minimum keeps its guarantee.
+
+    Args:
+        tau: a fixed absolute scale (CTR difference); None: ``mde`` x control CTR.
+        mde: the relative lift of interest (0.1 = 10%).
+        burn_in: control impressions (with at least one click) before ``tau`` is fixed.
     """
 
-    def __init__(self, tau: float = 0.02) -> None:
+    def __init__(self, tau: float | None = None, mde: float = 0.1, burn_in: int = 1000) -> None:
         self.tau = tau
+        self.mde, self.burn_in = mde, burn_in
         self.p_value = 1.0
 
     def update(self, clicks_c: int, imps_c: int, clicks_t: int, imps_t: int) -> float:
         """Look at the current totals; returns the always-valid p-value so far."""
+        if self.tau is None:
+            if imps_c < self.burn_in or clicks_c == 0:
+                return self.p_value
+            self.tau = self.mde * clicks_c / imps_c
         self.p_value = min(self.p_value, msprt_p_value(clicks_c, imps_c, clicks_t, imps_t,
                                                        self.tau))
         return self.p_value

@@ -33,6 +33,7 @@ class Lineage:
         self.seq = 0  # published versions so far
         self.cycles = 0
         self.published: str | None = None
+        self.rejected_in_a_row = 0  # gate rejections since the last publish
         self._build_optimisers()
 
     def _build_optimisers(self) -> None:
@@ -83,12 +84,14 @@ class Lineage:
                    for k, v in self.model.state_dict().items()}
         tensors.update({f"{self.name}/served/{k}": v.detach().cpu().numpy()
                         for k, v in self.served.state_dict().items()})
-        return {"seq": self.seq, "cycles": self.cycles, "published": self.published}, tensors
+        return {"seq": self.seq, "cycles": self.cycles, "published": self.published,
+                "rejected_in_a_row": self.rejected_in_a_row}, tensors
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state` output; optimiser moments restart from zero."""
         self.seq, self.cycles = int(state["seq"]), int(state["cycles"])
         self.published = state["published"]
+        self.rejected_in_a_row = int(state.get("rejected_in_a_row", 0))
         rows = tensors[f"{self.name}/model/collab.weight"].shape[0]
         self.grow(rows)
         for which, module in (("model", self.model), ("served", self.served)):

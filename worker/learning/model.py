@@ -16,7 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FreshRecModel"]
+__all__ = ["INIT_SCALE", "FreshRecModel"]
+
+#: Norm of the initial collaborative rows and user prior, relative to a unit text vector.
+INIT_SCALE = 0.1
+
+
+def _noise(rows: int, dim: int, seed: int) -> torch.Tensor:
+    """Seeded rows of norm ~INIT_SCALE: the same seed gives the same rows on every device."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, dim, generator=gen) * (INIT_SCALE / dim ** 0.5)
 
 
 class FreshRecModel(nn.Module):
@@ -33,7 +42,7 @@ class FreshRecModel(nn.Module):
                  seed: int = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        self.text_dim, self.dim = text_dim, dim
+        self.text_dim, self.dim, self.seed = text_dim, dim, seed
         self.proj = nn.Linear(text_dim, dim)
         with torch.no_grad():
             # Scaled so that unit-norm text vectors map to vectors of norm ~1: text-similar
@@ -42,10 +51,11 @@ class FreshRecModel(nn.Module):
             self.proj.bias.zero_()
         self.collab = nn.Embedding(capacity, dim, sparse=True)
         self.item_bias = nn.Embedding(capacity, 1, sparse=True)
-        nn.init.zeros_(self.collab.weight)
+        with torch.no_grad():
+            self.collab.weight.copy_(_noise(capacity, dim, seed * 1_000_003 + 0))
         nn.init.zeros_(self.item_bias.weight)
         self.alpha = nn.Parameter(torch.tensor(1.0))
-        self.user_prior = nn.Parameter(torch.zeros(dim))
+        self.user_prior = nn.Parameter(_noise(1, dim, seed * 1_000_003 + 1)[0])
         self.bias = nn.Parameter(torch.zeros(1))
 
     @property
@@ -75,6 +85,10 @@ class FreshRecModel(nn.Module):
             with torch.no_grad():
                 new.weight.zero_()
                 new.weight[: old.num_embeddings] = old.weight
+                if name == "collab":  # new rows get their own seeded noise
+                    fresh = _noise(new_cap - old.num_embeddings, width,
+                                   self.seed * 1_000_003 + old.num_embeddings)
+                    new.weight[old.num_embeddings:] = fresh.to(old.weight.device)
             setattr(self, name, new)
         return True
 

@@ -47,6 +47,8 @@ class CycleReport:
     published_version: str | None
     publish_s: float
     duration_s: float
+    #: Consecutive gate rejections of this lineage's candidate, this one included.
+    rejected_in_a_row: int = 0
 
     @property
     def version_seq(self) -> int | None:

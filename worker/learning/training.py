@@ -124,6 +124,10 @@ class Trainer:
             if self.on_report is not None:
                 self.on_report(report)
         self.cycles += 1
+        # The interval runs from the end of this cycle: however long cycles take, ingestion
+        # gets cycle_interval_s between them, so a backlog is drained in large polls and
+        # trained in larger cycles instead of one slow cycle per small poll.
+        self._last_cycle = now_s + (time.perf_counter() - start)
         return reports
 
     def _encode_changed(self, feed: SampleFeed) -> int:
@@ -226,37 +230,52 @@ class Trainer:
             reason = "frozen"
         version, publish_s = None, 0.0
         if reason == "gate":
-            lin.revert()
+            # The candidate keeps its weights and optimiser state and trains on next cycle:
+            # a noisy gate set costs one publish, not the cycle's learning. Only a
+            # candidate rejected gate_max_rejections times in a row (diverging, not
+            # unlucky) restarts from the served model.
+            lin.rejected_in_a_row += 1
+            if lin.rejected_in_a_row >= self.cfg.gate_max_rejections:
+                log.warning("%s: candidate rejected %d times in a row; restarting it from "
+                            "the served model", lin.name, lin.rejected_in_a_row)
+                lin.revert()
         if reason is None or (reason == "gate" and new_items):
-            # A rejected candidate is discarded, but new catalog items still need vectors:
-            # the served weights are republished with the new rows.
-            version, publish_s, pin = self._publish(lin, times)
+            # A rejected candidate is not published, but new catalog items still need
+            # vectors: the served weights are republished with the new rows.
+            model = lin.served if reason == "gate" else lin.model
+            version, publish_s, pin = self._publish(lin, times, model)
             reason = reason or pin
         if reason == "gate":
             outcome = CycleOutcome.REJECTED
         elif version is not None:
             outcome = CycleOutcome.PUBLISHED
+            lin.rejected_in_a_row = 0
         else:
             outcome = CycleOutcome(reason) if reason else CycleOutcome.IDLE
+        rejected_in_a_row = lin.rejected_in_a_row
+        if lin.rejected_in_a_row >= self.cfg.gate_max_rejections:
+            lin.rejected_in_a_row = 0
         return CycleReport(
             arm=lin.name, lineage=lin.kind, outcome=outcome, n_fresh=len(fresh),
             n_trained=len(fresh) if trained else 0, progressive_auc=progressive[0],
             progressive_logloss=progressive[1],
             train_loss=train_loss if train_loss is not None else float("nan"),
             gate_served_loss=served_loss, gate_candidate_loss=cand_loss,
-            published_version=version, publish_s=publish_s, duration_s=0.0)
+            published_version=version, publish_s=publish_s, duration_s=0.0,
+            rejected_in_a_row=rejected_in_a_row)
 
-    def _publish(self, lin: Lineage, times: tuple[int, int]
+    def _publish(self, lin: Lineage, times: tuple[int, int], model: FreshRecModel
                  ) -> tuple[str | None, float, str | None]:
+        """Publish ``model``'s vectors; the candidate becomes served if it is the one."""
         start = time.perf_counter()
         version = f"{lin.name}-{lin.seq + 1:08d}"
-        vectors = lin.model.export(len(self.table), self.table.semantic)
+        vectors = model.export(len(self.table), self.table.semantic)
         info = VersionInfo(
             version=version, dim=int(vectors.shape[1]), item_count=len(self.table),
             created_at=datetime.now(UTC).isoformat(), model_version=version,
             extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
                    "watermark_ms": str(times[1]), "layout": "w|bias"},
-            user_prior=lin.model.prior().astype("<f4").tobytes())
+            user_prior=model.prior().astype("<f4").tobytes())
         try:
             self.store.publish(lin.name, version, self.table.ids, vectors, info)
         except PinnedError:
@@ -267,10 +286,19 @@ class Trainer:
             return None, 0.0, "unavailable"
         lin.seq += 1
         lin.published = version
-        lin.promote()
+        if model is lin.model:
+            lin.promote()
         if self.drift is not None:
             self.drift.observe_publish(lin.name, self.table.ids, vectors[:, :-1])
         return version, time.perf_counter() - start, None
+
+    def served_versions(self) -> dict[str, str | None]:
+        """Each arm's current version in the store: after a rollback, not the last publish."""
+        out: dict[str, str | None] = {}
+        for name in self.lineages:
+            info = self.store.current(name)
+            out[name] = info.version if info is not None else None
+        return out
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

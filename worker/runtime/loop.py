@@ -44,6 +44,10 @@ class Trainer(Protocol):
         """Restore what :meth:`state` returned."""
         ...
 
+    def served_versions(self) -> dict[str, str | None]:
+        """Each arm's current version as the store sees it (rollbacks included)."""
+        ...
+
 
 class Worker:
     """Polls, processes, trains and checkpoints in one thread, so state is never shared.
@@ -104,7 +108,7 @@ class Worker:
             if self.monitor is not None:
                 self.monitor.record(report)
         now = self.clock()
-        if self.monitor is not None and now - self._last_stats >= self.stats_interval_s:
+        if now - self._last_stats >= self.stats_interval_s:
             self.refresh_statistics()
         if self.trainer is not None and self.trainer.due(now, self.pipeline):
             start = time.perf_counter()
@@ -125,13 +129,22 @@ class Worker:
         return report
 
     def refresh_statistics(self) -> dict[str, Any] | None:
-        """Take one look for the sequential tests, then export the experiment statistics."""
+        """Export consumer lag (from the log end) and the experiment statistics.
+
+        Runs on its own clock: one look for the sequential tests per ``stats_interval_s``.
+        """
+        self._last_stats = self.clock()
+        self.metrics.record_lag(self.pipeline.source.lag())
+        if self.trainer is not None:
+            try:  # what readers are served now: a `freshrec rollback` moves it too
+                self.metrics.record_served_versions(self.trainer.served_versions())
+            except StoreUnavailable as exc:
+                log.debug("served versions unknown: %s", exc)
         if self.monitor is None:
             return None
         self.monitor.update()
         self.experiment = self.monitor.snapshot()
         self.metrics.record_experiment(self.experiment)
-        self._last_stats = self.clock()
         return self.experiment
 
     def checkpoint(self) -> None:
@@ -141,7 +154,6 @@ class Worker:
         buffers = self.pipeline.buffers
         self.metrics.record_checkpoint(time.perf_counter() - start, len(buffers.recent),
                                        len(buffers.reservoir), len(self.pipeline.catalog))
-        self.metrics.record_lag(self.pipeline.source.lag())
         self._last_checkpoint = self.clock()
         self._dirty = False
 

@@ -64,7 +64,11 @@ class Metrics:
                                          "a version's vectors and flip the pointer", registry=r,
                                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
         self.published_version = Gauge("freshrec_published_version", "Sequence number of the "
-                                       "arm's current published version", ["arm"], registry=r)
+                                       "version the arm serves now (rollbacks included)",
+                                       ["arm"], registry=r)
+        self.gate_rejected = Gauge("freshrec_gate_rejected_in_a_row", "Consecutive gate "
+                                   "rejections of the arm's candidate (0 after a publish)",
+                                   ["arm"], registry=r)
         self.items_encoded = Counter("freshrec_items_encoded", "Item texts run through the "
                                      "language model (cache misses)", registry=r)
         self.catalog_items = Gauge("freshrec_catalog_items", "Items with a known text",
@@ -173,6 +177,8 @@ class Metrics:
             self.publish_seconds.observe(report.publish_s)
             self.published_version.labels(arm).set(seq)
         self.train_cycles.labels(arm, report.outcome.value).inc()
+        if report.outcome in (CycleOutcome.PUBLISHED, CycleOutcome.REJECTED):
+            self.gate_rejected.labels(arm).set(report.rejected_in_a_row)
         if report.outcome is CycleOutcome.UNAVAILABLE:
             self.record_up("redis", False, "publish failed")
         elif seq is not None:
@@ -242,6 +248,13 @@ class Metrics:
     def record_published_version(self, arm: str, seq: int) -> None:
         """Set the arm's served version (after a publish, or a rollback seen in the store)."""
         self.published_version.labels(arm).set(seq)
+
+    def record_served_versions(self, versions: dict[str, str | None]) -> None:
+        """Set ``freshrec_published_version`` to the sequence each arm serves now."""
+        for arm, version in versions.items():
+            seq = version.rsplit("-", 1)[-1] if version is not None else ""
+            if seq.isdigit():  # versions are "<arm>-<seq>"; anything else is not ours
+                self.published_version.labels(arm).set(int(seq))
 
     def record_lag(self, lag: dict[tuple[str, int], int]) -> None:
         """Set the per-partition lag gauges."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.config import Settings
-from worker.experiments.stats import msprt_p_value
+from worker.experiments.stats import SequentialTest
 from worker.experiments.summary import summarize
 from worker.runtime.app import counters, redis_client, vector_store
 
@@ -33,11 +33,13 @@ def deployment_status(settings: Settings) -> dict[str, Any]:
         }
     totals = counters(settings, client).arm_totals()
     control = totals.get(exp.control, {})
-    # One look at the current totals: the worker's running minimum is not in Redis.
-    seq = {a.name: msprt_p_value(control.get("click", 0), control.get("impression", 0),
-                                 totals.get(a.name, {}).get("click", 0),
-                                 totals.get(a.name, {}).get("impression", 0),
-                                 exp.sequential_tau)
+    # One look at the current totals (the worker's running minimum is not in Redis); a
+    # relative mixing scale is taken from the control's CTR now.
+    seq = {a.name: SequentialTest(exp.sequential_tau, exp.sequential_mde,
+                                  exp.sequential_burn_in).update(
+               control.get("click", 0), control.get("impression", 0),
+               totals.get(a.name, {}).get("click", 0),
+               totals.get(a.name, {}).get("impression", 0))
            for a in exp.arms if a.name != exp.control}
     return {"experiment": exp.name, "arms": arms,
             "statistics": summarize(exp, totals, sequential_p=seq)}

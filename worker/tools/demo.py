@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -16,7 +18,7 @@ from worker.runtime.app import App, build_app, counters, vector_store
 from worker.serving.ranker import Ranker
 from worker.tools.embedded import EmbeddedStack
 from worker.tools.simulate import SimConfig, Simulator
-from worker.tools.traffic import drive
+from worker.tools.traffic import Pace, drive
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -45,9 +47,11 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             # The simulator clicks within a second of the impression, so a short attribution
             # window gives negatives in seconds instead of the production default's 30 min.
             "ingest": {"join_window_s": 5.0, **overrides.get("ingest", {})},
-            # Every simulated user starts with no history: let that transient pass before
-            # the drift detectors take their reference windows. A 30 s CTR view.
-            "drift": {"start_after_cycles": 20, **overrides.get("drift", {})},
+            # Let the start-up transient pass before the drift detectors take their
+            # reference windows: a sample budget (the control's first samples after its
+            # freeze), so a slow machine waits as long in traffic as a fast one.
+            # A 30 s CTR view.
+            "drift": {"start_after_samples": 4000, **overrides.get("drift", {})},
             "experiment": {"ctr_window_s": 30.0, **overrides.get("experiment", {})},
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "redis": {"url": stack.redis_url},
@@ -59,8 +63,8 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             app.metrics.serve(settings.metrics.host, settings.metrics.port)
             print(f"metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics",
                   file=out)
-        shift_req = int(opts.shift_at_s * opts.rate) if opts.shift_at_s is not None else None
-        sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=shift_req,
+        _print_commands(stack, settings.redis.prefix, opts, out)
+        sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=None,
                           prewarm_requests=opts.prewarm_requests)
         producer = KafkaEventProducer(settings.kafka.client_options())
         ranker = Ranker(vector_store(settings), counters(settings))
@@ -71,21 +75,31 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         sim.prewarm()
         producer.flush()
         stop = threading.Event()
+        pace = Pace(opts.rate)
         sim_thread = threading.Thread(target=drive, daemon=True, name="simulator",
-                                      args=(sim, opts.rate, producer.flush),
+                                      args=(sim, pace, producer.flush),
                                       kwargs={"stop": stop})
         history = open(opts.history_out, "w") if opts.history_out else None  # noqa: SIM115
         start = last_view = time.monotonic()
         alerts = _AlertLog()
-        consumed_since_view = 0
+        consumed_since_view = consumed = 0
         sim_thread.start()
         try:
             while time.monotonic() - start < opts.duration_s:
-                consumed_since_view += app.worker.run_once().messages
+                got = app.worker.run_once().messages
+                consumed_since_view += got
+                consumed += got
                 now = time.monotonic()
+                if opts.shift_at_s is not None and now - start >= opts.shift_at_s:
+                    sim.shift_requested = True  # by time: the rate adapts to the machine
                 if now - last_view >= opts.view_every_s:
                     snap = _snapshot(app, sim, now - start,
                                      consumed_since_view / (now - last_view), alerts)
+                    sent = (sum(sim.impressions.values()) + sum(sim.clicks.values())
+                            + sum(sim.purchases.values()))
+                    per_request = sent / sim.requests if sim.requests else 6.0
+                    snap["request_rate"] = round(pace.adapt(
+                        int(snap["lag"] / max(per_request, 1.0)), now - last_view), 1)
                     consumed_since_view, last_view = 0, now
                     print(_line(snap), file=out, flush=True)
                     if history:
@@ -96,14 +110,47 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             stop.set()
             sim_thread.join(10)
             app.worker.checkpoint()
-            summary = _snapshot(app, sim, time.monotonic() - start, 0.0, alerts)
+            elapsed = time.monotonic() - start
+            summary = _snapshot(app, sim, elapsed, consumed / max(elapsed, 1e-9), alerts)
             summary["drift_alerts"] = alerts.summary()
+            summary["headline"] = _headline(summary, settings.experiment.control)
             if history:
                 history.close()
             app.close()
             producer.close()
         print("summary: " + json.dumps(summary, indent=2), file=out)
+        print(summary["headline"], file=out)
         return summary
+
+
+def _print_commands(stack: EmbeddedStack, prefix: str, opts: DemoOptions,
+                    out: TextIO) -> None:
+    """The embedded Redis and broker, and commands to paste into a second terminal."""
+    exe = shutil.which("freshrec") or str(Path(sys.executable).parent / "freshrec")
+    redis = f"--redis-url {stack.redis_url} --set redis.prefix={prefix}"
+    print(f"Kafka {stack.bootstrap}  Redis {stack.redis_url}  (while the demo runs)\n"
+          f"  {exe} status {redis}\n"
+          f"  {exe} lookup {redis} --arm fresh item-000001 item-000002\n"
+          f"  {exe} rollback {redis} --arm fresh      # then: --release\n"
+          + (f"  {exe} report {opts.history_out}      # after the demo\n"
+             if opts.history_out else ""), file=out, flush=True)
+
+
+def _headline(summary: dict[str, Any], control: str) -> str:
+    """One line: each treatment's lift over control, its interval and p-values."""
+    parts = []
+    for name, arm in summary["arms"].items():
+        if name == control or arm.get("lift") is None:
+            continue
+        parts.append(f"{name} vs {control}: lift {arm['lift']:+.1%} "
+                     f"[{arm['lift_low']:+.1%}, {arm['lift_high']:+.1%}], "
+                     f"p={_fmt_p(arm['p_value'])}, sequential p={_fmt_p(arm['sequential_p'])}")
+    drift = summary["drift_alerts"]
+    first = ", ".join(f"{k} at {v:.0f} s" for k, v in drift["first_alert_s"].items())
+    early = drift["alerts_before_shift"]
+    return ("headline: " + ("; ".join(parts) or "no treatment statistics yet")
+            + f"; drift alerts: {first or 'none'}"
+            + (f" (before the shift: {', '.join(early)})" if early else ""))
 
 
 class _AlertLog:
@@ -149,7 +196,16 @@ def _snapshot(app: App, sim: Simulator, elapsed: float, rate: float,
             "shifted": sim.world.shifted, "new_item_clicks": sim.new_item_clicks,
             "samples_buffered": len(app.pipeline.buffers), "srm_p_value": exp["srm_p_value"],
             "drift": {k: bool(v) for k, v in drift.items()},
-            "drift_scores": _drift_scores(app), "arms": arms}
+            "drift_scores": _drift_scores(app), "drift_thresholds": _drift_thresholds(app),
+            "arms": arms}
+
+
+def _drift_thresholds(app: App) -> dict[str, float]:
+    """Where each drift score alerts (label CTR also needs p < label_p_value)."""
+    cfg = app.settings.drift
+    return {"score_psi": cfg.psi_threshold, "loss_adwin": 1.0,
+            "label_ctr": cfg.label_min_change,
+            "embedding_moved_share": cfg.embedding_alert_share}
 
 
 def _drift_scores(app: App) -> dict[str, float]:
@@ -173,7 +229,8 @@ def _line(s: dict[str, Any]) -> str:
                                     if a.get("p_value") is not None else "") + "]"
         for n, a in s["arms"].items())
     drift = ",".join(k for k, v in s["drift"].items() if v) or "-"
-    return (f"t={s['t_s']:>6}s ev/s={s['events_per_s']:>7} lag={s['lag']:>5} "
+    return (f"t={s['t_s']:>6}s req/s={s.get('request_rate', '-'):>5} "
+            f"ev/s={s['events_per_s']:>7} lag={s['lag']:>5} "
             f"cycles={s['cycles']:>4} {'SHIFTED ' if s['shifted'] else ''}drift={drift} {arms}")
 
 

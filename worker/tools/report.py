@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report"]
+__all__ = ["headline", "write_report"]
 
 
 def _load(path: str | Path) -> list[dict[str, Any]]:
@@ -20,6 +20,27 @@ def _load(path: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path}: no snapshots in the history file")
     return rows
+
+
+def headline(last: dict[str, Any]) -> str:
+    """The run's result in one line: each arm's final lift, interval and p-values.
+
+    >>> headline({"arms": {"control": {}, "fresh": {"lift": 0.12, "lift_low": 0.05,
+    ...   "lift_high": 0.19, "p_value": 1e-6, "sequential_p": 2e-4}}})
+    'fresh: lift +12.0% [+5.0%, +19.0%], p=1e-06, sequential p=0.0002'
+    """
+    parts = []
+    for name, arm in last["arms"].items():
+        if None in (arm.get("lift"), arm.get("lift_low"), arm.get("lift_high")):
+            continue
+        parts.append(f"{name}: lift {arm['lift']:+.1%} [{arm['lift_low']:+.1%}, "
+                     f"{arm['lift_high']:+.1%}], p={_p(arm.get('p_value'))}, "
+                     f"sequential p={_p(arm.get('sequential_p'))}")
+    return "; ".join(parts) or "no treatment statistics"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def write_report(history: str | Path, out_dir: str | Path) -> list[Path]:
@@ -67,6 +88,9 @@ def write_report(history: str | Path, out_dir: str | Path) -> list[Path]:
     signals = sorted({k for r in rows for k in r.get("drift_scores", {})})
     for sig in signals:
         ax.plot(t, [r.get("drift_scores", {}).get(sig, float("nan")) for r in rows], label=sig)
+    thresholds = rows[-1].get("drift_thresholds", {})
+    for k, (sig, value) in enumerate(sorted(thresholds.items())):
+        ax.axhline(value, color=f"C{k}", ls=":", lw=1, label=f"{sig} threshold {value:g}")
     for sig in sorted({k for r in rows for k in r.get("drift", {})}):
         marks = [tt for tt, r in zip(t, rows, strict=True) if r.get("drift", {}).get(sig)]
         if marks:
@@ -86,6 +110,7 @@ def write_report(history: str | Path, out_dir: str | Path) -> list[Path]:
             ax.axvline(shift_t, color="red", ls="--", lw=1, label="preference shift")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
+    fig.suptitle(headline(rows[-1]), fontsize=10)
     fig.tight_layout()
     path = out / "freshrec-report.png"
     fig.savefig(path, dpi=90)

@@ -8,8 +8,9 @@ arriving. At ``shift_at_request`` preferences move: every user's taste is permut
 categories and item qualities are partly redrawn, as when a season or a trend turns.
 
 The simulator serves every request through the user's experiment arm with that arm's
-published vectors (via a :class:`worker.serving.ranker.Ranker`) and emits impression and click
-events in the contract format. It does not read Kafka: it only produces.
+published vectors (via a :class:`worker.serving.ranker.Ranker`) and emits impression, click
+and purchase events (a share of clicks is followed by a purchase) in the contract format.
+It does not read Kafka: it only produces.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SimConfig:
     shift_quality_share: float = 0.5
     history_len: int = 10
     prewarm_requests: int = 0  # served in random order before ranking starts (an app's past)
+    purchase_rate: float = 0.1  # share of clicks followed by a purchase 3 s later
 
 
 @dataclass
@@ -152,7 +154,11 @@ class Simulator:
         self.impressions: Counter[str] = Counter()
         self.clicks: Counter[str] = Counter()
         self.new_item_clicks = 0
+        self.purchases: Counter[str] = Counter()
+        # Its own stream: purchases do not change which users, items and clicks a seed makes.
+        self._purchase_rng = np.random.default_rng([cfg.seed, 1])
         self._prewarmed = 0
+        self.shift_requested = False  # set from another thread: shift at the next request
         self._arm_of = [assign_arm(f"user-{u:05d}", arms, salt) for u in range(cfg.n_users)]
         self._enc = msgspec.json.Encoder()
 
@@ -175,6 +181,7 @@ class Simulator:
             self.ranker = ranker
             self.impressions.clear()
             self.clicks.clear()
+            self.purchases.clear()
             self.new_item_clicks = 0
 
     def _add_item(self) -> None:
@@ -187,7 +194,8 @@ class Simulator:
         """Serve one request; returns what was shown and clicked (for tests and views)."""
         cfg, world = self.cfg, self.world
         if count:
-            if cfg.shift_at_request is not None and self.requests == cfg.shift_at_request:
+            at_request = cfg.shift_at_request is not None and self.requests == cfg.shift_at_request
+            if (at_request or self.shift_requested) and not world.shifted:
                 world.shift()
             if self.requests % cfg.new_item_every == 0 and self.requests:
                 self._add_item()
@@ -222,6 +230,10 @@ class Simulator:
                 self._send({**base, "event_id": f"{req}-c{pos}", "type": "click",
                             "ts": ts + 1000}, user_id)
                 self.clicks[arm] += 1
+                if self._purchase_rng.random() < cfg.purchase_rate:
+                    self._send({**base, "event_id": f"{req}-p{pos}", "type": "purchase",
+                                "ts": ts + 3000}, user_id)
+                    self.purchases[arm] += count
                 if row >= n - 50:
                     self.new_item_clicks += 1
                 hist.appendleft(row)

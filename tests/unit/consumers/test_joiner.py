@@ -98,3 +98,16 @@ def test_state_round_trip_continues_identically():
         j.add(events[2], out)
         j.flush(out)
     assert out1 == out
+
+
+def test_old_impression_read_after_a_newer_one_still_closes_on_time():
+    # One partition's backlog drained before another's: arrival order is not event order.
+    # The old impression must close as soon as the watermark passes its window, not wait
+    # behind the newer one.
+    j, out = Joiner(window_ms=MIN), []
+    for e in (ev("impression", "new", 10 * MIN, req="r-new"),
+              ev("impression", "old", 0, req="r-old")):
+        j.add(e, out)
+    j.expire(out, watermark=5 * MIN)
+    assert [(s.request_id, s.label) for s in out] == [("r-old", 0)]
+    assert j.pending == 1

@@ -60,3 +60,49 @@ def test_embedding_drift_measures_moves_on_shared_items():
     assert 0.05 < shift < 0.2 and 0.05 <= moved <= 0.12
     shift0, moved0 = embedding_drift(ids, a, ids, a)
     assert abs(shift0) < 1e-9 and moved0 == 0.0
+
+
+def test_zero_or_unchanged_vectors_never_alert_and_a_frozen_arm_stays_quiet():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    ids = [f"i{k}" for k in range(50)]
+    monitor = DriftMonitor(DriftSettings(), "control")
+    zeros = np.zeros((50, 8), np.float32)
+    frozen = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    for _ in range(3):  # a frozen arm republishes the same vectors (new items aside)
+        monitor.observe_publish("control", ids, frozen)
+        monitor.observe_publish("ids_only", ids, zeros)
+    snap = monitor.snapshot()["embedding"]
+    assert snap["control"] == {"mean_cosine_shift": 0.0, "moved_share": 0.0, "alert": False}
+    assert snap["ids_only"]["alert"] is False and snap["ids_only"]["moved_share"] == 0.0
+
+
+def test_the_response_an_alert_claims_happens_and_is_counted():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    responses = []
+    cfg = DriftSettings(label_window=200, boost_cycles=3, boost_recent_share=0.9)
+    monitor = DriftMonitor(cfg, "control", on_response=lambda: responses.append(1))
+    rng = np.random.default_rng(1)
+    assert monitor.next_recent_share(None) is None and not responses
+    for ctr in (0.05, 0.05, 0.05, 0.4, 0.4, 0.4):  # the label CTR jumps
+        labels = (rng.random(200) < ctr).astype(float)
+        monitor.observe_predictions("control", np.full(200, 0.05), labels)
+    assert monitor.alerts()["label_ctr"]
+    shares = [monitor.next_recent_share(None) for _ in range(2)]
+    assert shares == [0.9, 0.9] and len(responses) == 2  # one count per boosted cycle
+
+
+def test_detectors_skip_the_settle_budget():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    monitor = DriftMonitor(DriftSettings(start_after_samples=500, label_window=200),
+                           "control")
+    for _ in range(3):  # the batch that spends the budget is skipped too
+        monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
+    assert monitor.settled and monitor.seen == 600 and not monitor.loss.values
+    monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
+    assert len(monitor.loss.values) == 200  # only the batch after the budget was fed

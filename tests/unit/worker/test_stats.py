@@ -83,3 +83,38 @@ def test_assignment_is_stable_and_matches_shares():
     other_salt = [assign_arm(f"user-{k}", arms, salt="x") for k in range(200)]
     assert other_salt != got[:200]
     random.seed(0)
+
+
+def _peeking_runs(ctrs, runs, seed, make_test, looks=40, per_look=5000):
+    """Share of seeded experiments whose sequential p ever drops below 0.05."""
+    rng, hits = np.random.default_rng(seed), 0
+    for _ in range(runs):
+        seq = make_test()
+        clicks, imps = np.zeros(2, int), np.zeros(2, int)
+        for _ in range(looks):
+            imps += per_look
+            clicks += rng.binomial(per_look, ctrs)
+            seq.update(clicks[0], imps[0], clicks[1], imps[1])
+        hits += seq.p_value < 0.05
+    return hits / runs
+
+
+def test_relative_mixing_scale_has_power_at_obd_like_ctrs_and_keeps_alpha():
+    # Open Bandit Dataset CTRs are ~0.5%: a 10% lift is 0.0005 absolute, 400k per arm.
+    lift = [0.005, 0.0055]
+    relative = _peeking_runs(lift, 60, 3, SequentialTest, per_look=10_000)
+    absolute = _peeking_runs(lift, 60, 3, lambda: SequentialTest(tau=0.02), per_look=10_000)
+    print(f"power at CTR 0.5%, +10%, 400k/arm: relative tau {relative:.2f}, "
+          f"absolute 0.02 {absolute:.2f}")
+    assert relative >= 0.5 and relative >= 2 * absolute
+    # and A/A with 40 peeks stays within alpha
+    assert _peeking_runs([0.005, 0.005], 200, 4, SequentialTest) <= 0.05
+
+
+def test_relative_tau_is_fixed_once_from_the_control_after_burn_in():
+    seq = SequentialTest(mde=0.1, burn_in=1000)
+    assert seq.update(3, 900, 9, 900) == 1.0 and seq.tau is None  # still burning in
+    seq.update(10, 1000, 12, 1000)
+    assert seq.tau == pytest.approx(0.1 * 10 / 1000)
+    seq.update(500, 10_000, 400, 10_000)
+    assert seq.tau == pytest.approx(0.001)  # not re-estimated

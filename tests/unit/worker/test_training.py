@@ -101,12 +101,20 @@ def test_gate_rejects_a_candidate_worse_than_served(tiny_bert_dir):
     for lineage in trainer.lineages.values():
         lineage.lr = 1e-9
     report = trainer.run_cycle(pipeline, 1e9)[0]
-    assert report.outcome is CycleOutcome.REJECTED
+    assert report.outcome is CycleOutcome.REJECTED and report.rejected_in_a_row == 1
     assert report.gate_candidate_loss > report.gate_served_loss
     assert lin.published == published and store.current("fresh").version == published
-    # reverted: the candidate equals the served model again
+    # kept, not thrown away: the candidate goes on training from where it is
+    assert not np.array_equal(lin.model.item_bias.weight.detach().numpy(),
+                              lin.served.item_bias.weight.detach().numpy())
+    for n in range(2, cfg.gate_max_rejections + 1):
+        pipeline.fresh = list(pipeline.buffers.recent.items)[-300:]
+        report = trainer.run_cycle(pipeline, 1e9 + n)[0]
+        assert report.outcome is CycleOutcome.REJECTED and report.rejected_in_a_row == n
+    # rejected gate_max_rejections times in a row: restarted from the served model
     assert np.array_equal(lin.model.item_bias.weight.detach().numpy(),
                           lin.served.item_bias.weight.detach().numpy())
+    assert lin.rejected_in_a_row == 0
 
 
 def test_worker_checkpoint_restores_trainer_and_buffers(tiny_bert_dir, tmp_path):
