@@ -1,4 +1,7 @@
-"""The only kafka-python import: a consumer-group EventSource, a DLQ producer, topic admin."""
+"""kafka-python behind the project's seams: a consumer-group EventSource, a producer, topic admin.
+
+The dead-letter producer is in :mod:`consumers.kafka_dlq`.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +13,16 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import (
-    CorruptRecordError,
-    InvalidRecordError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAlreadyExistsError,
-)
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.base import SourceUnavailable
-from consumers.dlq import Source, dlq_record, source_of
-from consumers.events import Message, Offsets, Rejection
+from consumers.events import Message, Offsets
 
-__all__ = ["KafkaDeadLetterSink", "KafkaEventProducer", "KafkaEventSource", "ensure_topics"]
+__all__ = ["KafkaEventProducer", "KafkaEventSource", "connect_client", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 _C = TypeVar("_C")
-_Letter = tuple[Message, Rejection, bool]  # the source record, why, headers only?
-#: Refusals about one record (its size or content): that record goes headers-only.
-_RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError,
-                  CorruptRecordError)
 
 #: Consumer defaults tuned for fast group joins: the broker waits about half a session
 #: timeout for members on a join, so 6 s sessions join in ~3 s instead of ~25 s.
@@ -45,7 +36,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _connect(client: Callable[..., _C], options: Mapping[str, Any]) -> _C:
+def connect_client(client: Callable[..., _C], options: Mapping[str, Any]) -> _C:
     """Build a kafka-python client; an unreachable broker is :class:`SourceUnavailable`."""
     try:
         return client(**options)
@@ -92,7 +83,7 @@ class KafkaEventSource:
                  client_options: Mapping[str, Any]) -> None:
         options = {**CONSUMER_DEFAULTS, **client_options, "group_id": group_id}
         self.revoke_hook: Callable[[], Offsets] | None = None
-        self._consumer = _connect(KafkaConsumer, options)
+        self._consumer = connect_client(KafkaConsumer, options)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
 
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
@@ -166,165 +157,11 @@ class KafkaEventSource:
         self._consumer.close(autocommit=False)
 
 
-class KafkaDeadLetterSink:
-    """Produces rejected messages to the DLQ topic, reason in headers, once per source record.
-
-    Values up to ``max_value_bytes`` go byte for byte; longer ones are truncated and marked
-    (see :func:`consumers.dlq.dlq_record`). A record the broker still refuses is replaced by
-    a headers-only record, so one hostile message never fails the batch around it.
-    """
-
-    def __init__(self, topic: str, client_options: Mapping[str, Any],
-                 max_value_bytes: int = 512 * 1024) -> None:
-        self.topic = topic
-        self.max_value_bytes = max_value_bytes
-        self._options = dict(client_options)
-        self._producer_options = {
-            "acks": "all", "linger_ms": 5,
-            "max_request_size": max(1 << 20, max_value_bytes + 65536), **client_options}
-        self._producer: KafkaProducer | None = _connect(KafkaProducer, self._producer_options)
-        self._futures: list[tuple[Any, _Letter]] = []
-        self._unsent: list[_Letter] = []  # not handed to the producer yet (it was down)
-        self._position: dict[int, int] | None = None
-        self._already_sent: set[Source] = set()
-        self.skipped_duplicates = 0
-
-    def send(self, message: Message, rejection: Rejection) -> None:
-        """Queue the message (skipped if a previous run already dead-lettered it).
-
-        Never raises: called in the middle of a batch, where an exception would lose the
-        rest of the batch. A producer that cannot take the record now leaves it queued for
-        :meth:`flush`, which raises before the offsets are committed.
-        """
-        src = (message.topic, message.partition, message.offset)
-        if src in self._already_sent:
-            self._already_sent.discard(src)
-            self.skipped_duplicates += 1
-            return
-        self._submit((message, rejection, False))
-
-    def _submit(self, letter: _Letter) -> None:
-        message, rejection, headers_only = letter
-        key, value, headers = dlq_record(message, rejection,
-                                         0 if headers_only else self.max_value_bytes)
-        try:
-            if self._producer is None:  # dropped after a fatal error: a new session
-                self._producer = _connect(KafkaProducer, self._producer_options)
-            fut = self._producer.send(self.topic, key=None if headers_only else key,
-                                      value=b"" if headers_only else value, headers=headers)
-        except (KafkaError, SourceUnavailable) as exc:
-            log.warning("dead letter queued until the broker is back: %s", exc)
-            self._unsent.append(letter)
-            return
-        self._futures.append((fut, letter))
-
-    def flush(self) -> None:
-        """Wait until every queued dead letter is acknowledged; raise if one cannot be.
-
-        A record the broker refuses for its own sake (size, content) is replaced by a
-        headers-only record. Anything else (an outage, or a broker that forgot this
-        producer's id after a restart) keeps the letters queued, starts a new producer
-        session if the old one is unusable, and raises :class:`SourceUnavailable`.
-        """
-        unsent, self._unsent = self._unsent, []
-        for letter in unsent:
-            self._submit(letter)
-        broken = False
-        for _ in range(2):  # the second round acknowledges headers-only replacements
-            if not self._futures:
-                break
-            try:
-                if self._producer is not None:
-                    self._producer.flush(timeout=60)
-            except KafkaError as exc:
-                log.warning("DLQ flush failed: %s", exc)
-                broken = True
-            futures, self._futures = self._futures, []
-            for fut, letter in futures:
-                try:
-                    meta = fut.get(timeout=0 if broken else 30)
-                except _RECORD_ERRORS as exc:
-                    log.warning("dead letter refused (%s); sending its headers only", exc)
-                    self._submit((letter[0], letter[1], True))
-                    continue
-                except KafkaError as exc:
-                    broken = broken or not getattr(exc, "retriable", False)
-                    self._unsent.append(letter)
-                    continue
-                self._advance(meta.partition, meta.offset + 1)
-        self._unsent.extend(letter for _, letter in self._futures)
-        self._futures = []
-        if broken and self._producer is not None:
-            with contextlib.suppress(Exception):
-                self._producer.close(timeout=0)
-            self._producer = None
-        if self._unsent:
-            raise SourceUnavailable(f"{len(self._unsent)} dead letters not acknowledged")
-
-    def _advance(self, partition: int, next_offset: int) -> None:
-        pos = self.position()
-        pos[partition] = max(pos.get(partition, 0), next_offset)
-
-    def position(self) -> dict[int, int]:
-        """Next DLQ offset per partition (read from the broker once, then from acks)."""
-        if self._position is None:
-            reader = self._reader()
-            try:
-                tps = self._partitions(reader)
-                self._position = {tp.partition: off for tp, off
-                                  in reader.end_offsets(tps).items()} if tps else {}
-            finally:
-                reader.close()
-        return self._position
-
-    def resume_after(self, position: dict[int, int]) -> int:
-        """Read the dead letters written after ``position`` and remember their sources."""
-        reader = self._reader()
-        try:
-            tps = self._partitions(reader)
-            if not tps:
-                return 0
-            reader.assign(tps)
-            ends, begins = reader.end_offsets(tps), reader.beginning_offsets(tps)
-            for tp in tps:
-                start = position.get(tp.partition, 0)
-                # Past the end: the broker lost the DLQ's log (a restarted memory broker,
-                # a recreated topic), so every dead letter it holds now is newer than ours.
-                reader.seek(tp, begins[tp] if start > ends[tp] else max(start, begins[tp]))
-            while any(reader.position(tp) < ends[tp] for tp in tps):
-                for records in reader.poll(timeout_ms=500, max_records=5000).values():
-                    for rec in records:
-                        src = source_of(list(rec.headers or []))
-                        if src is not None:
-                            self._already_sent.add(src)
-        finally:
-            reader.close()
-        log.info("DLQ: %d dead letters since the checkpoint will not be sent again",
-                 len(self._already_sent))
-        return len(self._already_sent)
-
-    def _reader(self) -> KafkaConsumer:
-        return KafkaConsumer(**{**self._options, "group_id": None,
-                                "enable_auto_commit": False,
-                                "fetch_max_bytes": 64 << 20,
-                                "max_partition_fetch_bytes": 16 << 20})
-
-    def _partitions(self, reader: KafkaConsumer) -> list[TopicPartition]:
-        parts = reader.partitions_for_topic(self.topic) or set()
-        return [TopicPartition(self.topic, p) for p in sorted(parts)]
-
-    def close(self) -> None:
-        """Flush and close the producer."""
-        self.flush()
-        if self._producer is not None:
-            self._producer.close()
-
-
 class KafkaEventProducer:
     """Plain producer for the simulator and benchmarks: ``emit(topic, key, value)``."""
 
     def __init__(self, client_options: Mapping[str, Any], linger_ms: int = 5) -> None:
-        self._producer = _connect(KafkaProducer, {"linger_ms": linger_ms, "acks": 1,
+        self._producer = connect_client(KafkaProducer, {"linger_ms": linger_ms, "acks": 1,
                                                   **client_options})
 
     def emit(self, topic: str, key: bytes, value: bytes) -> None:
@@ -343,7 +180,7 @@ class KafkaEventProducer:
 
 def ensure_topics(client_options: Mapping[str, Any], topics: Mapping[str, int]) -> None:
     """Create the given topics (name -> partitions) if missing; existing ones are left alone."""
-    admin = _connect(KafkaAdminClient, dict(client_options))
+    admin = connect_client(KafkaAdminClient, dict(client_options))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(name, parts, 1) for name, parts in topics.items() if name not in existing]

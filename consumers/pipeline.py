@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from consumers.base import DeadLetterSink, EventSource
 from consumers.catalog import Catalog
+from consumers.columns import RowIndex
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
 from consumers.events import (
@@ -247,6 +250,16 @@ class IngestPipeline:
     def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """``n`` samples from the replay buffers (see :meth:`ReplayBuffers.sample`)."""
         return self.buffers.sample(n, recent_share)
+
+    def replay_rows(self, n: int, recent_share: float | None = None,
+                    holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Columns of ``n`` replay samples (see :meth:`ReplayBuffers.sample_rows`)."""
+        return self.buffers.sample_rows(n, recent_share, holdout_share)
+
+    @property
+    def item_index(self) -> RowIndex:
+        """The replay buffers' item rows."""
+        return self.buffers.index
 
     def buffered(self) -> int:
         """Samples held in the replay buffers."""

@@ -12,6 +12,9 @@ import random
 from collections import deque
 from typing import Any
 
+import numpy as np
+
+from consumers.columns import HOLDOUT_BUCKETS, RowIndex, SampleRows
 from consumers.events import Sample, sample_from_list, sample_to_list
 
 __all__ = ["RecentWindow", "ReplayBuffers", "Reservoir"]
@@ -25,13 +28,17 @@ class RecentWindow:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.items: deque[Sample] = deque(maxlen=capacity)
+        self.added = 0  # ring position: sample k lives in slot k % capacity
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, sample: Sample) -> None:
-        """Append one sample (O(1))."""
+    def add(self, sample: Sample) -> int:
+        """Append one sample (O(1)); returns its slot in the ring."""
         self.items.append(sample)
+        slot = self.added % self.capacity
+        self.added += 1
+        return slot
 
 
 class Reservoir:
@@ -48,15 +55,20 @@ class Reservoir:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, sample: Sample) -> None:
-        """Offer one sample; it replaces a random slot with probability ``capacity / seen``."""
+    def add(self, sample: Sample) -> int | None:
+        """Offer one sample; it replaces a random slot with probability ``capacity / seen``.
+
+        Returns the slot it went to, or None if it was not kept.
+        """
         self.seen += 1
         if len(self.items) < self.capacity:
             self.items.append(sample)
-            return
+            return len(self.items) - 1
         j = self._rng.randrange(self.seen)
         if j < self.capacity:
             self.items[j] = sample
+            return j
+        return None
 
     def rng_state(self) -> Any:
         """The generator state, so a restored reservoir continues the same random sequence."""
@@ -75,24 +87,58 @@ class ReplayBuffers:
         reservoir_capacity: size of the reservoir over all history.
         recent_share: fraction of each mixed batch drawn from the recent window.
         seed: seeds both the reservoir and the batch sampler.
+        history_len: history width of the integer columns.
+        index: item id -> row, shared with the trainer's item table (default: its own).
+
+    Beside the samples, both buffers keep preallocated integer columns
+    (:class:`consumers.columns.SampleRows`) written when a sample is added, so a training
+    batch is a vectorised gather (:meth:`sample_rows`), not a loop over strings.
     """
 
     def __init__(self, recent_capacity: int = 50_000, reservoir_capacity: int = 50_000,
-                 recent_share: float = 0.5, seed: int = 0) -> None:
+                 recent_share: float = 0.5, seed: int = 0, history_len: int = 10,
+                 index: RowIndex | None = None) -> None:
         if not 0.0 <= recent_share <= 1.0:
             raise ValueError("recent_share must be in [0, 1]")
         self.recent = RecentWindow(recent_capacity)
         self.reservoir = Reservoir(reservoir_capacity, seed)
         self.recent_share = recent_share
         self._rng = random.Random(seed + 1)
+        self._np_rng = np.random.default_rng(seed + 2)
+        self.index = RowIndex() if index is None else index
+        self.recent_rows = SampleRows(recent_capacity, history_len)
+        self.reservoir_rows = SampleRows(reservoir_capacity, history_len)
 
     def __len__(self) -> int:
         return len(self.recent) + len(self.reservoir)
 
     def add(self, sample: Sample) -> None:
-        """Put one sample into both buffers."""
-        self.recent.add(sample)
-        self.reservoir.add(sample)
+        """Put one sample into both buffers (and its rows into their columns)."""
+        self.recent_rows.put(self.recent.add(sample), sample, self.index)
+        slot = self.reservoir.add(sample)
+        if slot is not None:
+            self.reservoir_rows.put(slot, sample, self.index)
+
+    def sample_rows(self, n: int, recent_share: float | None = None,
+                    holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`sample`, as columns: (item rows, history rows padded -1, labels).
+
+        Samples of held-out requests (``holdout_share`` of the request buckets) are
+        dropped after drawing, so a batch is about ``n * (1 - holdout_share)`` long.
+        """
+        share = self.recent_share if recent_share is None else recent_share
+        n_new, n_old = len(self.recent), len(self.reservoir)
+        cut = int(holdout_share * HOLDOUT_BUCKETS)
+        if not n_new and not n_old:
+            width = self.recent_rows.history_len
+            return (np.zeros(0, np.int32), np.zeros((0, width), np.int32),
+                    np.zeros(0, np.int8))
+        n_recent = round(n * share) if n_new and n_old else (n if n_new else 0)
+        draw = self._np_rng.integers
+        a = self.recent_rows.gather(draw(n_new or 1, size=n_recent), cut)
+        b = self.reservoir_rows.gather(draw(n_old or 1, size=n - n_recent), cut)
+        return (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]),
+                np.concatenate([a[2], b[2]]))
 
     def sample(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """Draw ``n`` samples with replacement: ``recent_share`` of them from the recent window.
@@ -117,6 +163,7 @@ class ReplayBuffers:
             "seen": self.reservoir.seen,
             "reservoir_rng": _rng_to_json(self.reservoir.rng_state()),
             "sampler_rng": _rng_to_json(self._rng.getstate()),
+            "item_ids": list(self.index.ids),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -127,6 +174,14 @@ class ReplayBuffers:
         self.reservoir.seen = int(state["seen"])
         self.reservoir.set_rng_state(_rng_from_json(state["reservoir_rng"]))
         self._rng.setstate(_rng_from_json(state["sampler_rng"]))
+        if "item_ids" in state:
+            self.index.reset(state["item_ids"])
+        # Rebuild the columns: the recent window's samples in ring order, oldest first.
+        self.recent.added = len(self.recent.items)
+        for slot, sample in enumerate(self.recent.items):
+            self.recent_rows.put(slot, sample, self.index)
+        for slot, sample in enumerate(self.reservoir.items):
+            self.reservoir_rows.put(slot, sample, self.index)
 
 
 def _rng_to_json(state: Any) -> list[Any]:

@@ -7,7 +7,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
+from consumers.kafka_dlq import KafkaDeadLetterSink
+from consumers.kafka_source import KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
 from model_store.checkpoints import CheckpointStore
 from worker.runtime.loop import Worker

@@ -1,16 +1,24 @@
-"""Samples -> tensors: item rows, padded history rows with a mask, labels."""
+"""Samples -> tensors: item rows, padded history rows with a mask, labels.
+
+Two ways in. :func:`batch_from_rows` takes integer columns (the replay buffers keep them,
+written once at join time) and makes one pinned host-to-device copy: the fast path every
+training step uses. :func:`make_batch` converts ``Sample`` objects (a cycle's new samples,
+the gate set), looping over their string ids in Python.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from consumers.columns import HOLDOUT_BUCKETS, SampleRows, holdout_bucket
 from consumers.events import Sample
 from worker.learning.items import ItemTable
 
-__all__ = ["Batch", "make_batch"]
+__all__ = ["Batch", "batch_from_rows", "concat", "is_holdout", "make_batch", "stack_history"]
 
 
 @dataclass
@@ -26,19 +34,58 @@ class Batch:
         return int(self.items.shape[0])
 
 
+def batch_from_rows(items: np.ndarray, history: np.ndarray, labels: np.ndarray,
+                    device: torch.device) -> Batch:
+    """A batch from integer columns (history padded with -1), in one host-to-device copy.
+
+    The columns are packed into one int32 block ``[item, label, history...]``, copied once
+    (pinned and asynchronous on CUDA), and split, masked and widened on the device.
+    """
+    width = history.shape[1] if history.ndim == 2 else 0
+    block = np.empty((len(items), 2 + width), np.int32)
+    block[:, 0] = items
+    block[:, 1] = labels
+    if width:
+        block[:, 2:] = history
+    host = torch.from_numpy(block)
+    cuda = device.type == "cuda"
+    if cuda:
+        host = host.pin_memory()
+    dev = host.to(device, non_blocking=cuda)
+    hist = dev[:, 2:] if width else torch.zeros((len(items), 1), dtype=torch.int32,
+                                                  device=device) - 1
+    valid = hist >= 0
+    return Batch(dev[:, 0].long(), hist.clamp(min=0).long(), valid.float(),
+                 dev[:, 1].float())
+
+
+def concat(a: Batch, b: Batch) -> Batch:
+    """One batch of both (histories padded to the wider one)."""
+    width = max(a.history.shape[1], b.history.shape[1])
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    return Batch(torch.cat([a.items, b.items]), torch.cat([pad(a.history), pad(b.history)]),
+                 torch.cat([pad(a.mask), pad(b.mask)]), torch.cat([a.labels, b.labels]))
+
+
+def is_holdout(request_id: str, share: float) -> bool:
+    """Deterministic split by request: held-out requests are never trained on."""
+    return holdout_bucket(request_id) < int(share * HOLDOUT_BUCKETS)
+
+
+def stack_history(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows of both history blocks, padded with -1 to the wider one."""
+    width = max(a.shape[1], b.shape[1])
+    out = np.full((len(a) + len(b), width), -1, np.int32)
+    out[: len(a), : a.shape[1]] = a
+    out[len(a):, : b.shape[1]] = b
+    return out
+
+
 def make_batch(samples: Sequence[Sample], table: ItemTable, device: torch.device) -> Batch:
-    """Tensorise ``samples``; unseen item ids get rows first. Pinned + async copy on CUDA."""
-    table.ensure(s.item_id for s in samples)
-    table.ensure(i for s in samples for i in s.history)
-    rows = table.rows
-    width = max((len(s.history) for s in samples), default=0) or 1
-    hist = [[rows[i] for i in s.history] + [0] * (width - len(s.history)) for s in samples]
-    mask = [[1.0] * len(s.history) + [0.0] * (width - len(s.history)) for s in samples]
-    pin = device.type == "cuda"
-    cpu = (torch.tensor([rows[s.item_id] for s in samples], dtype=torch.int64),
-           torch.tensor(hist, dtype=torch.int64), torch.tensor(mask, dtype=torch.float32),
-           torch.tensor([float(s.label) for s in samples], dtype=torch.float32))
-    if pin:
-        cpu = tuple(t.pin_memory() for t in cpu)  # type: ignore[assignment]
-    items, history, mask_t, labels = (t.to(device, non_blocking=pin) for t in cpu)
-    return Batch(items, history, mask_t, labels)
+    """Tensorise ``samples``; unseen item ids get rows first."""
+    cols = SampleRows.of(samples, table.index)
+    table.sync()
+    return batch_from_rows(cols.item, cols.hist, cols.label, device)

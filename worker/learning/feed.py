@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from consumers.columns import RowIndex
 from consumers.events import Sample
 
 __all__ = ["DriftObserver", "SampleFeed"]
@@ -37,6 +38,20 @@ class SampleFeed(Protocol):
 
         ``recent_share`` of them come from the recent window (None: the configured share).
         """
+        ...
+
+    def replay_rows(self, n: int, recent_share: float | None = None,
+                    holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`replay` as integer columns: the fast path a training batch takes.
+
+        Returns (item rows, history rows padded with -1, labels); samples of held-out
+        requests (``holdout_share`` of them) are dropped.
+        """
+        ...
+
+    @property
+    def item_index(self) -> RowIndex:
+        """The item id -> row mapping the columns of :meth:`replay_rows` use."""
         ...
 
     def buffered(self) -> int:

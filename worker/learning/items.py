@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from consumers.columns import RowIndex
+
 __all__ = ["ItemTable"]
 
 
@@ -18,16 +20,42 @@ class ItemTable:
     semantic vector (``has_text`` False) until the text arrives.
     """
 
-    def __init__(self, text_dim: int, device: torch.device | None = None) -> None:
+    def __init__(self, text_dim: int, device: torch.device | None = None,
+                 index: RowIndex | None = None) -> None:
         self.text_dim = text_dim
         self.device = device or torch.device("cpu")
-        self.ids: list[str] = []
-        self.rows: dict[str, int] = {}
+        # Shared with the replay buffers, which give ids their rows at join time.
+        self.index = RowIndex() if index is None else index
         self.semantic = torch.zeros(1024, text_dim, device=self.device)
         self.has_text = np.zeros(1024, bool)
+        self.sync()
+
+    @property
+    def ids(self) -> list[str]:
+        """Item ids in row order."""
+        return self.index.ids
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Item id -> row."""
+        return self.index.rows
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.index)
+
+    def attach(self, index: RowIndex) -> None:
+        """Share ``index`` (e.g. the replay buffers'); ours must be a prefix of it."""
+        if index is self.index:
+            return
+        if index.ids[: len(self.index)] != self.index.ids:
+            raise ValueError("item rows disagree: cannot share this row index")
+        self.index = index
+        self.sync()
+
+    def sync(self) -> None:
+        """Grow the semantic table to every row the index has handed out."""
+        if len(self.index) > self.capacity:
+            self._grow(len(self.index))
 
     @property
     def capacity(self) -> int:
@@ -36,13 +64,8 @@ class ItemTable:
 
     def ensure(self, item_ids: Iterable[str]) -> None:
         """Give every unseen id a row."""
-        rows = self.rows
-        for item_id in item_ids:
-            if item_id not in rows:
-                rows[item_id] = len(self.ids)
-                self.ids.append(item_id)
-        if len(self.ids) > self.capacity:
-            self._grow(len(self.ids))
+        self.index.extend(item_ids)
+        self.sync()
 
     def lookup(self, item_ids: Sequence[str]) -> list[int]:
         """Rows of ids that must already have been :meth:`ensure`-d."""
@@ -73,11 +96,16 @@ class ItemTable:
                                 "items/has_text": self.has_text[:n].astype(np.uint8)}
 
     def load(self, ids: list[str], tensors: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state` returned."""
-        self.ids, self.rows = [], {}
+        """Restore what :meth:`state` returned.
+
+        A shared index restored from the same checkpoint already holds ``ids`` (as a
+        prefix); an index that disagrees is replaced by them.
+        """
+        if self.index.ids[: len(ids)] != ids:
+            self.index.reset(ids)
         self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
         self.has_text = np.zeros(1024, bool)
-        self.ensure(ids)
+        self.sync()
         n = len(ids)
         self.semantic[:n] = torch.as_tensor(tensors["items/semantic"], device=self.device)
         self.has_text[:n] = tensors["items/has_text"].astype(bool)

@@ -13,25 +13,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812 - the usual alias
 
+from consumers.columns import SampleRows
 from consumers.events import Sample
-from model_store.base import PinnedError, StoreUnavailable, VectorStore, VersionInfo
+from model_store.base import VectorStore
 from worker.config import ArmSettings, TrainingSettings
-from worker.learning.batches import Batch, make_batch
+from worker.learning.batches import Batch, batch_from_rows, is_holdout, make_batch, stack_history
 from worker.learning.evaluation import auc, logloss
 from worker.learning.feed import DriftObserver, SampleFeed
 from worker.learning.items import ItemTable
 from worker.learning.lineage import Lineage
 from worker.learning.model import FreshRecModel
+from worker.learning.publishing import publish_version
 from worker.learning.reports import CycleOutcome, CycleReport
 
 __all__ = ["CycleReport", "Trainer", "is_holdout"]
@@ -41,11 +41,6 @@ log = logging.getLogger(__name__)
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 
 
-
-
-def is_holdout(request_id: str, share: float) -> bool:
-    """Deterministic split by request: held-out requests are never trained on."""
-    return zlib.crc32(request_id.encode()) % 10_000 < share * 10_000
 
 
 class Trainer:
@@ -103,6 +98,7 @@ class Trainer:
         """One full cycle for every lineage; returns a report per lineage."""
         start = time.perf_counter()
         self._last_cycle = now_s
+        self.table.attach(feed.item_index)  # the rows the replay columns were written with
         new_items = self._encode_changed(feed)
         watermark = feed.watermark()  # every partition was read past this event time
         fresh = feed.take_fresh()
@@ -166,24 +162,35 @@ class Trainer:
         return np.concatenate(probs), np.concatenate(labels)
 
     def _train(self, fresh: list[Sample], feed: SampleFeed) -> dict[str, float]:
+        """Every new sample once, each batch topped up from the replay columns.
+
+        The new samples are converted to rows once per cycle; the replay part of every
+        batch is a vectorised gather from the buffers' integer columns and one copy to the
+        device (:func:`batch_from_rows`), so the input path keeps up with a GPU.
+        """
         training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
         if not training or not feed.buffered():
             return {}
         share = self.cfg.holdout_share
         new = [s for s in fresh if not is_holdout(s.request_id, share)]
+        new_rows = SampleRows.of(new, self.table.index)
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         half = self.cfg.batch_size // 2
         steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
         totals = {lin.name: 0.0 for lin in training}
         for step in range(steps):
-            chunk = new[step * half:(step + 1) * half]
-            replay = [s for s in feed.replay(self.cfg.batch_size - len(chunk), recent_share)
-                      if not is_holdout(s.request_id, share)]
-            samples = chunk + replay
-            if not samples:
+            lo, hi = step * half, min((step + 1) * half, len(new))
+            items, hist, labels = feed.replay_rows(self.cfg.batch_size - max(0, hi - lo),
+                                                   recent_share, share)
+            if hi > lo:
+                items = np.concatenate([new_rows.item[lo:hi], items])
+                labels = np.concatenate([new_rows.label[lo:hi], labels])
+                hist = stack_history(new_rows.hist[lo:hi], hist)
+            if not len(items):
                 break
-            batch = make_batch(samples, self.table, self.device)
+            self.table.sync()
+            batch = batch_from_rows(items, hist, labels, self.device)
             for lin in training:
                 lin.grow(len(self.table))
                 totals[lin.name] += self._step(lin, batch)
@@ -267,30 +274,7 @@ class Trainer:
     def _publish(self, lin: Lineage, times: tuple[int, int], model: FreshRecModel
                  ) -> tuple[str | None, float, str | None]:
         """Publish ``model``'s vectors; the candidate becomes served if it is the one."""
-        start = time.perf_counter()
-        version = f"{lin.name}-{lin.seq + 1:08d}"
-        vectors = model.export(len(self.table), self.table.semantic)
-        info = VersionInfo(
-            version=version, dim=int(vectors.shape[1]), item_count=len(self.table),
-            created_at=datetime.now(UTC).isoformat(), model_version=version,
-            extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
-                   "watermark_ms": str(times[1]), "layout": "w|bias"},
-            user_prior=model.prior().astype("<f4").tobytes())
-        try:
-            self.store.publish(lin.name, version, self.table.ids, vectors, info)
-        except PinnedError:
-            return None, 0.0, "pinned"
-        except StoreUnavailable as exc:
-            # Keep the trained candidate: the next cycle publishes it (or a better one).
-            log.warning("publish of %s skipped: %s", version, exc)
-            return None, 0.0, "unavailable"
-        lin.seq += 1
-        lin.published = version
-        if model is lin.model:
-            lin.promote()
-        if self.drift is not None:
-            self.drift.observe_publish(lin.name, self.table.ids, vectors[:, :-1])
-        return version, time.perf_counter() - start, None
+        return publish_version(self.store, self.table, lin, model, times, self.drift)
 
     def served_versions(self) -> dict[str, str | None]:
         """Each arm's current version in the store: after a rollback, not the last publish."""

@@ -10,7 +10,8 @@ from typing import Any
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
 from consumers.joiner import Joiner
-from consumers.kafka_source import KafkaDeadLetterSink, KafkaEventSource, ensure_topics
+from consumers.kafka_dlq import KafkaDeadLetterSink
+from consumers.kafka_source import KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
@@ -81,7 +82,7 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
     pipeline = IngestPipeline(
         source, KafkaDeadLetterSink(topics.dlq, opts, ing.dlq_max_value_bytes), topics,
         buffers=ReplayBuffers(ing.recent_capacity, ing.reservoir_capacity, ing.recent_share,
-                              ing.seed),
+                              ing.seed, ing.history_len),
         joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len),
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes,
@@ -107,7 +108,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
     drift = DriftMonitor(settings.drift, settings.experiment.control,
                          on_response=metrics.record_drift_response)
     trainer = Trainer(settings.experiment.arms, settings.training,
-                      ItemTable(encoder.dim, device), encode, store, dim=settings.model.dim,
+                      ItemTable(encoder.dim, device, pipeline.item_index), encode, store,
+                      dim=settings.model.dim,
                       device=device, seed=settings.model.seed, drift=drift)
     monitor = ExperimentMonitor(settings.experiment, counters(settings, client))
     worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,

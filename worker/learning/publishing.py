@@ -1,0 +1,52 @@
+"""Publishing one lineage's vectors: a new version, the served copy, drift bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from model_store.base import PinnedError, StoreUnavailable, VectorStore, VersionInfo
+from worker.learning.feed import DriftObserver
+from worker.learning.items import ItemTable
+from worker.learning.lineage import Lineage
+from worker.learning.model import FreshRecModel
+
+__all__ = ["publish_version"]
+
+log = logging.getLogger(__name__)
+
+
+def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: FreshRecModel,
+                    times: tuple[int, int], drift: DriftObserver | None
+                    ) -> tuple[str | None, float, str | None]:
+    """Publish ``model``'s vectors as the lineage's next version.
+
+    Returns (version or None, seconds, why not: "pinned" | "unavailable" | None). When
+    ``model`` is the candidate it becomes the served model; when it is the served one
+    (a rejected cycle republishing for new items) nothing is promoted.
+    """
+    start = time.perf_counter()
+    version = f"{lin.name}-{lin.seq + 1:08d}"
+    vectors = model.export(len(table), table.semantic)
+    info = VersionInfo(
+        version=version, dim=int(vectors.shape[1]), item_count=len(table),
+        created_at=datetime.now(UTC).isoformat(), model_version=version,
+        extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
+               "watermark_ms": str(times[1]), "layout": "w|bias"},
+        user_prior=model.prior().astype("<f4").tobytes())
+    try:
+        store.publish(lin.name, version, table.ids, vectors, info)
+    except PinnedError:
+        return None, 0.0, "pinned"
+    except StoreUnavailable as exc:
+        # Keep the trained candidate: the next cycle publishes it (or a better one).
+        log.warning("publish of %s skipped: %s", version, exc)
+        return None, 0.0, "unavailable"
+    lin.seq += 1
+    lin.published = version
+    if model is lin.model:
+        lin.promote()
+    if drift is not None:
+        drift.observe_publish(lin.name, table.ids, vectors[:, :-1])
+    return version, time.perf_counter() - start, None
