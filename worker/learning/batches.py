@@ -42,15 +42,14 @@ def batch_from_rows(items: np.ndarray, history: np.ndarray, labels: np.ndarray,
     (pinned and asynchronous on CUDA), and split, masked and widened on the device.
     """
     width = history.shape[1] if history.ndim == 2 else 0
-    block = np.empty((len(items), 2 + width), np.int32)
+    cuda = device.type == "cuda"
+    # Written straight into pinned memory (cached by torch's host allocator): no extra copy.
+    host = torch.empty((len(items), 2 + width), dtype=torch.int32, pin_memory=cuda)
+    block = host.numpy()
     block[:, 0] = items
     block[:, 1] = labels
     if width:
         block[:, 2:] = history
-    host = torch.from_numpy(block)
-    cuda = device.type == "cuda"
-    if cuda:
-        host = host.pin_memory()
     dev = host.to(device, non_blocking=cuda)
     hist = dev[:, 2:] if width else torch.zeros((len(items), 1), dtype=torch.int32,
                                                   device=device) - 1

@@ -42,12 +42,12 @@ class TextEncoder:
     Args:
         model_path: a directory with config, tokenizer and weights; None for the default.
         device: torch device; fp16/bf16 autocast is used on CUDA.
-        batch_size: texts per forward pass.
+        batch_size: texts per forward pass (None: 512 on CUDA, 64 on CPU).
         max_length: tokens per text (titles and short descriptions need few).
     """
 
     def __init__(self, model_path: str | None = None, device: torch.device | None = None,
-                 batch_size: int = 64, max_length: int = 64) -> None:
+                 batch_size: int | None = None, max_length: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - heavy import
         from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
@@ -56,7 +56,7 @@ class TextEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = model_path or default_model_path()
         self.device = device or torch.device("cpu")
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (512 if self.device.type == "cuda" else 64)
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
@@ -65,20 +65,31 @@ class TextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Return an (n, dim) float32 array of unit vectors; blocks for the forward passes."""
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start:start + self.batch_size])
-            batch = self.tokenizer(chunk, padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """Return an (n, dim) float32 array of unit vectors; blocks for the forward passes.
+
+        All texts are tokenized in one call (the fast tokenizer batches in Rust), then
+        encoded shortest first in chunks of ``batch_size``, each padded only to its own
+        longest text: similar lengths share a chunk, so little compute goes to padding.
+        """
+        n = len(texts)
+        out = np.zeros((n, self.dim), np.float32)
+        if n == 0:
+            return out
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
+        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in tokens]
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            chunk = self.tokenizer.pad({k: [tokens[k][i] for i in idx] for k in keys},
+                                       return_tensors="pt")
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in chunk.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.device.type == "cuda"):
                 hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-            out[start:start + len(chunk)] = pooled.cpu().numpy()
+            out[idx] = pooled.cpu().numpy()
         return out
 
 

@@ -120,11 +120,16 @@ class Trainer:
             if self.on_report is not None:
                 self.on_report(report)
         self.cycles += 1
-        # The interval runs from the end of this cycle: however long cycles take, ingestion
-        # gets cycle_interval_s between them, so a backlog is drained in large polls and
-        # trained in larger cycles instead of one slow cycle per small poll.
-        self._last_cycle = now_s + (time.perf_counter() - start)
         return reports
+
+    def cycle_ended(self, now_s: float) -> None:
+        """Start the interval to the next cycle at ``now_s``, the end of this one.
+
+        However long cycles take, ingestion then gets ``cycle_interval_s`` between them
+        (the caller's clock), so a backlog is drained in large polls and trained in larger
+        cycles instead of one slow cycle per small poll.
+        """
+        self._last_cycle = now_s
 
     def _encode_changed(self, feed: SampleFeed) -> int:
         changed = feed.take_changed_texts(self.cfg.encode_per_cycle)
@@ -178,7 +183,7 @@ class Trainer:
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         half = self.cfg.batch_size // 2
         steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
-        totals = {lin.name: 0.0 for lin in training}
+        totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
         for step in range(steps):
             lo, hi = step * half, min((step + 1) * half, len(new))
             items, hist, labels = feed.replay_rows(self.cfg.batch_size - max(0, hi - lo),
@@ -194,9 +199,14 @@ class Trainer:
             for lin in training:
                 lin.grow(len(self.table))
                 totals[lin.name] += self._step(lin, batch)
-        return {name: total / steps for name, total in totals.items()}
+        return {name: float(total) / steps for name, total in totals.items()}  # one sync
 
-    def _step(self, lin: Lineage, batch: Batch) -> float:
+    def _step(self, lin: Lineage, batch: Batch) -> torch.Tensor:
+        """One optimiser step, returning the loss as a device tensor.
+
+        Reading the loss would wait for the GPU, so the next batch could not be prepared
+        while this one computes: the cycle reads the sum once, at its end.
+        """
         lin.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.device.type == "cuda"):
@@ -209,7 +219,7 @@ class Trainer:
             loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(logits, teacher)
         lin.step(loss)
         lin.model.eval()
-        return float(loss.detach())
+        return loss.detach()
 
     def _gate_set(self, feed: SampleFeed) -> list[Sample]:
         share, want = self.cfg.holdout_share, self.cfg.gate_samples

@@ -48,6 +48,10 @@ class Trainer(Protocol):
         """Each arm's current version as the store sees it (rollbacks included)."""
         ...
 
+    def cycle_ended(self, now_s: float) -> None:
+        """The cycle started by :meth:`run_cycle` ended at ``now_s``."""
+        ...
+
 
 class Worker:
     """Polls, processes, trains and checkpoints in one thread, so state is never shared.
@@ -113,6 +117,7 @@ class Worker:
         if self.trainer is not None and self.trainer.due(now, self.pipeline):
             start = time.perf_counter()
             reports = self.trainer.run_cycle(self.pipeline, now)
+            self.trainer.cycle_ended(self.clock())
             self.metrics.record_cycles(reports, time.perf_counter() - start)
             self.last_reports.update((r.arm, r) for r in reports)
             if self.drift is not None:

@@ -24,6 +24,7 @@ from worker.tools.simulate import SimConfig, Simulator
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # ~80 s idle; 300 s measured with a soak running beside it
 def test_incremental_beats_frozen_after_a_shift_and_drift_fires_only_after(real_encoder):
     exp = ExperimentSettings()
     store, counters = MemoryVectorStore(), MemoryCounters()
