@@ -91,6 +91,7 @@ class ItemTable:
 
     def state(self) -> tuple[list[str], dict[str, np.ndarray]]:
         """Ids in row order, and the arrays to checkpoint."""
+        self.sync()  # the shared index may have handed out rows since the last cycle
         n = len(self.ids)
         return list(self.ids), {"items/semantic": self.semantic[:n].cpu().numpy(),
                                 "items/has_text": self.has_text[:n].astype(np.uint8)}

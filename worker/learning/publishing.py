@@ -28,6 +28,7 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
     """
     start = time.perf_counter()
     version = f"{lin.name}-{lin.seq + 1:08d}"
+    table.sync()
     vectors = model.export(len(table), table.semantic)
     info = VersionInfo(
         version=version, dim=int(vectors.shape[1]), item_count=len(table),

@@ -120,3 +120,18 @@ def test_items_without_text_learn_a_vector():
     moved = (model.collab.weight.detach() - before).norm(dim=1)
     assert float(moved.min()) > 0.1  # every row learnt, not only the biases
     assert float(loss) < 0.5  # and the interaction is learnt: biases alone give ~0.69
+
+
+def test_item_table_checkpoints_rows_the_shared_index_handed_out_since_its_last_sync():
+    from consumers.columns import RowIndex
+    from worker.learning.items import ItemTable
+
+    index = RowIndex()
+    table = ItemTable(4, index=index)
+    table.set_semantic(["a"], np.ones((1, 4), np.float32))
+    index.extend(f"i{k}" for k in range(3000))  # the pipeline, between two cycles
+    ids, tensors = table.state()
+    assert len(ids) == 3001 and tensors["items/semantic"].shape == (3001, 4)
+    restored = ItemTable(4, index=RowIndex(ids))
+    restored.load(ids, tensors)
+    assert restored.semantic[0].tolist() == [1.0] * 4 and len(restored) == 3001
