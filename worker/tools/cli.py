@@ -92,7 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         overrides.setdefault("metrics", {})["port"] = args.metrics_port
     opts = DemoOptions(args.duration_s, args.rate, None if args.no_shift else args.shift_at_s,
-                       args.seed, args.history_out, args.workdir)
+                       args.seed, args.history_out, args.workdir,
+                       prewarm_requests=args.prewarm_requests)
     run_demo(args.config, overrides, opts, sys.stdout)
     return 0
 
@@ -202,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=int, default=None)
     demo.add_argument("--history-out", help="write one JSON status line per view tick here")
     demo.add_argument("--workdir", help="keep broker/Redis logs and checkpoints here")
+    demo.add_argument("--prewarm-requests", type=int, default=8000,
+                      help="requests of user history served before the measured run")
     demo.set_defaults(fn=cmd_demo)
 
     sim = sub.add_parser("simulate", help="traffic generator against any broker")
