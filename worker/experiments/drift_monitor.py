@@ -38,11 +38,20 @@ class DriftMonitor:
         self._last_vectors: dict[str, tuple[list[str], np.ndarray]] = {}
         self.embedding: dict[str, tuple[float, float]] = {}
         self.seen = 0  # reference samples offered so far (the first start_after_samples skipped)
+        self._settle_until = cfg.start_after_samples
 
     @property
     def settled(self) -> bool:
         """Whether the settle budget (``start_after_samples``) is spent."""
-        return self.seen >= self.cfg.start_after_samples
+        return self.seen >= self._settle_until
+
+    def settle_for(self, samples: int | None) -> None:
+        """Skip the next ``samples`` reference samples from now (None: hold until told).
+
+        For a caller that knows when a transient ends, e.g. the demo once it has drained
+        the pre-warm backlog: the detectors then take their reference after it.
+        """
+        self._settle_until = 2**62 if samples is None else self.seen + samples
 
     def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray) -> None:
         """Progressive-validation output of one lineage for one cycle."""

@@ -31,11 +31,12 @@ class DemoOptions:
     def __init__(self, duration_s: float = 180.0, rate: float = 120.0,
                  shift_at_s: float | None = 90.0, seed: int = 7, history_out: str | None = None,
                  workdir: str | None = None, view_every_s: float = 5.0,
-                 prewarm_requests: int = 8000) -> None:
+                 prewarm_requests: int = 8000, drift_settle_samples: int = 4000) -> None:
         self.duration_s, self.rate, self.shift_at_s = duration_s, rate, shift_at_s
         self.seed, self.history_out, self.workdir = seed, history_out, workdir
         self.view_every_s = view_every_s
         self.prewarm_requests = prewarm_requests
+        self.drift_settle_samples = drift_settle_samples
 
 
 def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptions,
@@ -47,11 +48,7 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             # The simulator clicks within a second of the impression, so a short attribution
             # window gives negatives in seconds instead of the production default's 30 min.
             "ingest": {"join_window_s": 5.0, **overrides.get("ingest", {})},
-            # Let the start-up transient pass before the drift detectors take their
-            # reference windows: a sample budget (the control's first samples after its
-            # freeze), so a slow machine waits as long in traffic as a fast one.
             # A 30 s CTR view.
-            "drift": {"start_after_samples": 4000, **overrides.get("drift", {})},
             "experiment": {"ctr_window_s": 30.0, **overrides.get("experiment", {})},
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "redis": {"url": stack.redis_url},
@@ -83,6 +80,12 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         start = last_view = time.monotonic()
         alerts = _AlertLog()
         consumed_since_view = consumed = 0
+        # The pre-warm backlog (an app's history, served at random) is a transient the
+        # drift detectors must not take for their reference: hold them until it is drained,
+        # then give them a budget of samples (not cycles), so a slow machine waits as long
+        # in traffic as a fast one.
+        app.drift.settle_for(None)
+        drained = False
         sim_thread.start()
         try:
             while time.monotonic() - start < opts.duration_s:
@@ -98,8 +101,12 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
                     sent = (sum(sim.impressions.values()) + sum(sim.clicks.values())
                             + sum(sim.purchases.values()))
                     per_request = sent / sim.requests if sim.requests else 6.0
-                    snap["request_rate"] = round(pace.adapt(
-                        int(snap["lag"] / max(per_request, 1.0)), now - last_view), 1)
+                    lag_requests = int(snap["lag"] / max(per_request, 1.0))
+                    pace.adapt(lag_requests, now - last_view)
+                    if not drained and lag_requests < pace.rate * opts.view_every_s:
+                        drained = True  # the pre-warm backlog is worked off
+                        app.drift.settle_for(opts.drift_settle_samples)
+                    snap["request_rate"] = round(pace.rate, 1)
                     consumed_since_view, last_view = 0, now
                     print(_line(snap), file=out, flush=True)
                     if history:
@@ -132,7 +139,7 @@ def _print_commands(stack: EmbeddedStack, prefix: str, opts: DemoOptions,
           f"  {exe} status {redis}\n"
           f"  {exe} lookup {redis} --arm fresh item-000001 item-000002\n"
           f"  {exe} rollback {redis} --arm fresh      # then: --release\n"
-          + (f"  {exe} report {opts.history_out}      # after the demo\n"
+          + (f"  {exe} report --history {opts.history_out} --out report/   # after the demo\n"
              if opts.history_out else ""), file=out, flush=True)
 
 

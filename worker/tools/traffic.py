@@ -22,13 +22,24 @@ class Pace:
         self.target = target
         self.floor = min(floor, target)
         self.rate = target
+        self._last_lag: int | None = None
 
     def adapt(self, lag: int, window_s: float) -> float:
-        """Adjust to the backlog seen over the last ``window_s``; returns the new rate."""
-        if lag > 2 * self.rate * window_s:  # more than two windows of traffic waiting
+        """Adjust to the backlog (in requests) seen after ``window_s``; returns the rate.
+
+        A backlog over one window of traffic that is not shrinking by at least a tenth of
+        the window's traffic means the worker does not catch up: 30% less. A backlog
+        under one window of traffic: 15% more, up to the target. A large backlog that is
+        shrinking fast (a start-up backlog being worked off) changes nothing.
+        """
+        per_window = self.rate * window_s
+        # The first look has no trend yet: give the backlog the benefit of the doubt.
+        shrinking = self._last_lag is None or lag < self._last_lag - per_window / 10
+        if lag > per_window and not shrinking:
             self.rate = max(self.floor, self.rate * 0.7)
-        elif lag < self.rate * window_s / 2:
+        elif lag < per_window:
             self.rate = min(self.target, self.rate * 1.15)
+        self._last_lag = lag
         return self.rate
 
 

@@ -106,3 +106,18 @@ def test_detectors_skip_the_settle_budget():
     assert monitor.settled and monitor.seen == 600 and not monitor.loss.values
     monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
     assert len(monitor.loss.values) == 200  # only the batch after the budget was fed
+
+
+def test_detectors_can_be_held_through_a_known_transient_then_settle():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    monitor = DriftMonitor(DriftSettings(), "control")
+    monitor.settle_for(None)  # e.g. the demo, until its pre-warm backlog is drained
+    for _ in range(5):
+        monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
+    assert not monitor.settled and not monitor.loss.values
+    monitor.settle_for(300)
+    for _ in range(3):
+        monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
+    assert monitor.settled and len(monitor.loss.values) == 200

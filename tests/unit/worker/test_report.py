@@ -20,3 +20,17 @@ def test_report_writes_a_png(tmp_path):
     assert len(paths) == 1
     data = paths[0].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_pace_backs_off_while_the_backlog_does_not_shrink_and_recovers_after():
+    from worker.tools.traffic import Pace
+
+    pace = Pace(100.0)
+    assert pace.adapt(lag=5000, window_s=5) == 100.0  # first look: no trend yet, but big
+    pace = Pace(100.0)
+    pace.adapt(lag=100, window_s=5)
+    assert pace.adapt(lag=5000, window_s=5) < 100.0  # a growing backlog: back off
+    rate = pace.rate
+    assert pace.adapt(lag=2000, window_s=5) == rate  # shrinking fast: hold
+    pace.adapt(lag=10, window_s=5)
+    assert pace.adapt(lag=10, window_s=5) > rate  # caught up: climb back
