@@ -109,6 +109,10 @@ class TrainingSettings(_Section):
     encode_per_cycle: int = Field(2000, ge=1)  # catalog texts encoded per cycle at most
     gate_samples: int = Field(4096, ge=16)
     steps_per_cycle: int = Field(20, ge=1)
+    # At most this many steps per cycle (0: no bound): a cycle trains on every new sample
+    # once up to max_steps * batch_size / 2 of them; beyond that, under a backlog, the rest
+    # is learnt through the recent replay window, so a cycle never blocks ingestion long.
+    max_steps_per_cycle: int = Field(200, ge=0)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -183,6 +183,8 @@ class Trainer:
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         half = self.cfg.batch_size // 2
         steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
+        if self.cfg.max_steps_per_cycle:
+            steps = min(steps, max(self.cfg.max_steps_per_cycle, self.cfg.steps_per_cycle))
         totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
         for step in range(steps):
             lo, hi = step * half, min((step + 1) * half, len(new))

@@ -18,10 +18,10 @@ class Pace:
     when the worker keeps up, so the loop is sized to the machine.
     """
 
-    def __init__(self, target: float, floor: float = 10.0) -> None:
+    def __init__(self, target: float, floor: float = 10.0, start: float | None = None) -> None:
         self.target = target
         self.floor = min(floor, target)
-        self.rate = target
+        self.rate = target if start is None else max(self.floor, min(start, target))
         self._last_lag: int | None = None
 
     def adapt(self, lag: int, window_s: float) -> float:
@@ -29,7 +29,7 @@ class Pace:
 
         A backlog over one window of traffic that is not shrinking by at least a tenth of
         the window's traffic means the worker does not catch up: 30% less. A backlog
-        under one window of traffic: 15% more, up to the target. A large backlog that is
+        under one window of traffic: 25% more, up to the target. A large backlog that is
         shrinking fast (a start-up backlog being worked off) changes nothing.
         """
         per_window = self.rate * window_s
@@ -38,7 +38,7 @@ class Pace:
         if lag > per_window and not shrinking:
             self.rate = max(self.floor, self.rate * 0.7)
         elif lag < per_window:
-            self.rate = min(self.target, self.rate * 1.15)
+            self.rate = min(self.target, self.rate * 1.25)
         self._last_lag = lag
         return self.rate
 

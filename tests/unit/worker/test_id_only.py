@@ -95,3 +95,21 @@ def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
     print(f"id-only AUC: vectors {model_auc:.3f}, popularity {pop_auc:.3f}")
     assert model_auc > pop_auc + 0.1, (model_auc, pop_auc)
     assert model_auc > 0.7, model_auc
+
+
+def test_a_cycle_under_a_backlog_is_bounded_by_max_steps() -> None:
+    msgs = stream(3000, seed=2)
+    source = ListSource(msgs)
+    pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
+    cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=2, batch_size=64,
+                           warmup_cycles=0, max_steps_per_cycle=5)
+    trainer = Trainer([ArmSettings(name="fresh", lineage="incremental", share=1.0)], cfg,
+                      ItemTable(16), no_texts, MemoryVectorStore(), dim=8, seed=0)
+    while source.pos < len(msgs):
+        pipeline.step(5000)
+    assert pipeline.pending() > 1000  # a backlog: ~30 steps' worth of new samples
+    steps = []
+    real_step = trainer._step
+    trainer._step = lambda lin, batch: steps.append(1) or real_step(lin, batch)  # type: ignore[method-assign]
+    trainer.run_cycle(pipeline, 0.0)
+    assert len(steps) == 5
