@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -74,6 +75,10 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         sim.prewarm()
         producer.flush()
         stop = threading.Event()
+        # Ctrl-C sets a flag the loop reads between iterations: an exception raised in the
+        # middle of a Kafka call could leave the client unable to commit on the way out.
+        interrupted = threading.Event()
+        previous = _on_sigint(interrupted)
         # Start at a quarter of the target and climb while the worker keeps up: on a
         # loaded machine the worker finds its own sustainable rate instead of falling behind.
         pace = Pace(opts.rate, start=opts.rate / 4)
@@ -92,7 +97,7 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         drained = False
         sim_thread.start()
         try:
-            while time.monotonic() - start < opts.duration_s:
+            while time.monotonic() - start < opts.duration_s and not interrupted.is_set():
                 got = app.worker.run_once().messages
                 consumed_since_view += got
                 consumed += got
@@ -115,9 +120,13 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
                     print(_line(snap), file=out, flush=True)
                     if history:
                         history.write(json.dumps(snap) + "\n")
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping cleanly", file=out)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main loop
+            interrupted.set()
         finally:
+            if interrupted.is_set():
+                print("\ninterrupted: stopping cleanly", file=out, flush=True)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             stop.set()
             sim_thread.join(10)
             app.worker.checkpoint()
@@ -132,6 +141,13 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         print("summary: " + json.dumps(summary, indent=2), file=out)
         print(summary["headline"], file=out)
         return summary
+
+
+def _on_sigint(flag: threading.Event) -> Any:
+    """Make SIGINT set ``flag``; returns the handler it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda *_: flag.set())
 
 
 def _print_commands(stack: EmbeddedStack, prefix: str, opts: DemoOptions,
