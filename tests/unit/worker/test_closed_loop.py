@@ -32,7 +32,10 @@ def test_incremental_beats_frozen_after_a_shift_and_drift_fires_only_after(real_
     pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
     drift = DriftMonitor(DriftSettings(start_after_cycles=5, psi_window=3000,
                                        label_window=3000), exp.control)
-    trainer = Trainer(exp.arms, TrainingSettings(cycle_interval_s=0, warmup_cycles=4),
+    # A smaller gate set than the default 4096: the same loop at less cost, so CI on a
+    # busy 2-core machine keeps well inside its budget.
+    cfg = TrainingSettings(cycle_interval_s=0, warmup_cycles=4, gate_samples=1024)
+    trainer = Trainer(exp.arms, cfg,
                       ItemTable(real_encoder.dim), SemanticCache(real_encoder).get, store,
                       seed=1, drift=drift)
     monitor = ExperimentMonitor(exp, counters=counters)

@@ -57,7 +57,7 @@ def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
     pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
     store = MemoryVectorStore()
     cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=10, batch_size=256,
-                           warmup_cycles=0, lr=0.03)
+                           warmup_cycles=0, lr=0.03, gate_samples=512)
     trainer = Trainer([ArmSettings(name="fresh", lineage="incremental", share=1.0)], cfg,
                       ItemTable(16), no_texts, store, dim=16, seed=0)
     now = itertools.count()
