@@ -26,11 +26,14 @@ from worker.tools.embedded import ManagedProcess, free_port
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml"
 
 
-def prometheus(work: Path, target: int) -> tuple[ManagedProcess, int]:
-    """A real Prometheus scraping 127.0.0.1:target with the project's rules; ready."""
+def prometheus(work: Path, target: int, interval: str = "2s") -> tuple[ManagedProcess, int]:
+    """A real Prometheus scraping 127.0.0.1:target with the project's rules; ready.
+
+    Ready means ``/-/ready`` answers 200 (it answers 503 while starting), not "port open".
+    """
     port = free_port()
     cfg = work / "prometheus.yml"
-    cfg.write_text("global: {scrape_interval: 2s, evaluation_interval: 2s}\n"
+    cfg.write_text(f"global: {{scrape_interval: {interval}, evaluation_interval: {interval}}}\n"
                    f"rule_files: ['{RULES}']\n"
                    "scrape_configs:\n  - job_name: freshrec\n"
                    f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n")

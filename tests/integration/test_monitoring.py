@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.quiet import prometheus
 from consumers.pipeline import BatchReport
 from worker.runtime.metrics import Metrics
 from worker.tools.embedded import ManagedProcess, free_port
@@ -42,27 +43,7 @@ def test_prometheus_config_is_valid():
 
 def start_prometheus(tmp_path, target_port: int) -> tuple[ManagedProcess, int]:
     """A real Prometheus scraping 127.0.0.1:target_port every second, with our rules."""
-    prom_port = free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{DEPLOY / 'rules.yml'}']\n"
-        "scrape_configs:\n  - job_name: freshrec\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
-    server = ManagedProcess("prometheus", [
-        "prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prom_port}"], prom_port, tmp_path / "prom.log")
-
-    def ready():
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - loopback only
-                    f"http://127.0.0.1:{prom_port}/-/ready", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    server.start(ready_timeout_s=120, ready=ready)  # 503 until ready, not just "port open"
-    return server, prom_port
+    return prometheus(tmp_path, target_port, interval="1s")
 
 
 def prom_query(prom_port: int, expr: str) -> list[dict]:
