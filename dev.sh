@@ -12,7 +12,7 @@ setup() {
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q torch==2.13.0
-    "$VENV/bin/python" -m pip install -q -e '.[embedded,dev,report]'
+    "$VENV/bin/python" -m pip install -q -e '.[embedded,dev,report,serve]'
     touch "$VENV/.freshrec-installed"
   fi
   # promtool (Debian's prometheus package) runs the alert-rule unit tests; optional.

@@ -27,7 +27,7 @@ from consumers.kafka_source import KafkaEventProducer
 from worker.config import load_settings
 from worker.learning.training import is_holdout
 from worker.runtime.app import build_app, vector_store
-from worker.serving.ranker import Ranker
+from worker.serving.service import RankService
 from worker.tools.embedded import EmbeddedStack
 from worker.tools.simulate import SimConfig, Simulator
 
@@ -50,9 +50,10 @@ def main() -> None:
         app = build_app(settings)
         opts = settings.kafka.client_options()
         producer = KafkaEventProducer(opts, linger_ms=0)
+        exp = settings.experiment
         sim = Simulator(replace(SimConfig(seed=3, initial_items=args.items), shift_at_request=None),
-                        list(settings.experiment.arms), Ranker(vector_store(settings)),
-                        producer.emit, salt=settings.experiment.salt)
+                        list(exp.arms), RankService(vector_store(settings), exp.arms, exp.salt),
+                        producer.emit, salt=exp.salt)
         sim.publish_catalog()
         producer.flush()
         stop = threading.Event()

@@ -25,7 +25,7 @@ from worker.config import ArmSettings, TrainingSettings
 from worker.learning.encoder import SemanticCache, TextEncoder
 from worker.learning.items import ItemTable
 from worker.learning.training import Trainer
-from worker.serving.ranker import Ranker
+from worker.serving.service import RankService
 from worker.tools.simulate import SimConfig, Simulator
 from worker.tools.synthetic import ListSource
 
@@ -52,7 +52,7 @@ def main() -> None:
         source.messages.append(RawMessage(topic, 0, len(source.messages), key, value))
 
     sim = Simulator(SimConfig(seed=args.seed, shift_at_request=args.shift_at), arms,
-                    Ranker(store), emit, clock_ms=lambda: next(clock))
+                    RankService(store, arms), emit, clock_ms=lambda: next(clock))
     sim.publish_catalog()
     curves: dict[str, list[tuple[int, float]]] = {a.name: [] for a in arms}
     phase_ctr: dict[str, dict[str, list[int]]] = {"before": {}, "after": {}}

@@ -64,6 +64,10 @@ class VectorStore(Protocol):
         """Metadata of the arm's current version, or None before the first publish."""
         ...
 
+    def info(self, arm: str, version: str) -> VersionInfo | None:
+        """Metadata of one retained version (None once it is retired)."""
+        ...
+
     def versions(self, arm: str) -> list[str]:
         """Retained versions of the arm, newest first."""
         ...

@@ -62,6 +62,11 @@ class MemoryVectorStore:
             version = self._current.get(arm)
             return None if version is None else self._info[(arm, version)]
 
+    def info(self, arm: str, version: str) -> VersionInfo | None:
+        """Metadata of one retained version."""
+        with self._lock:
+            return self._info.get((arm, version))
+
     def versions(self, arm: str) -> list[str]:
         """Retained versions, newest first."""
         with self._lock:

@@ -51,14 +51,15 @@ def translate_errors(cls: type[_T]) -> type[_T]:
         setattr(cls, name, wrap(fn))
     return cls
 
-def connect(url: str, password: str | None = None) -> redis.Redis:
+def connect(url: str, password: str | None = None, timeout_s: float = 10.0) -> redis.Redis:
     """One pooled client for ``url``; the vector store and the counters share it.
 
-    Commands fail after a few seconds rather than hanging when Redis is unreachable, so a
-    caller can retry with backoff instead of blocking the ingestion loop.
+    Commands fail after ``timeout_s`` (connecting: at most 5 s) rather than hanging when
+    Redis is unreachable, so a caller can retry with backoff instead of blocking the
+    ingestion loop; the serving side passes a sub-second timeout and answers 503.
     """
-    kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0,
-                              "health_check_interval": 30}
+    kwargs: dict[str, Any] = {"socket_connect_timeout": min(5.0, timeout_s),
+                              "socket_timeout": timeout_s, "health_check_interval": 30}
     if password is not None:
         kwargs["password"] = password
     return redis.Redis.from_url(url, **kwargs)
@@ -67,6 +68,7 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
 _FLIP = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('PINNED') end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LREM', KEYS[2], 0, ARGV[1])  -- a version published again is listed once
 redis.call('LPUSH', KEYS[2], ARGV[1])
 local old = redis.call('LRANGE', KEYS[2], tonumber(ARGV[2]), -1)
 for _, v in ipairs(old) do
@@ -74,12 +76,6 @@ for _, v in ipairs(old) do
 end
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
 return 1
-"""
-
-_LOOKUP = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {false, {}} end
-return {v, redis.call('HMGET', ARGV[1] .. 'vec:' .. v, unpack(ARGV, 2))}
 """
 
 _ROLLBACK = """
@@ -95,6 +91,7 @@ redis.call('SET', KEYS[3], target)
 return target
 """
 
+_INFO_CACHE = 256  # cached version metadata entries before the cache is cleared
 _CHUNK = 4000  # ids per HSET/HMGET call: under Lua's unpack limit, small enough not to stall
 
 
@@ -115,8 +112,13 @@ class RedisVectorStore:
         self.prefix = prefix
         self.retention = retention
         self._flip = client.register_script(_FLIP)
-        self._lookup = client.register_script(_LOOKUP)
         self._rollback = client.register_script(_ROLLBACK)
+        # A version's vectors and metadata never change once written, so its metadata is
+        # cached by (arm, version), and the last version seen per arm is where a lookup
+        # reads first: one round trip while the pointer stays, and a flip or rollback is
+        # seen by the very next lookup (see _lookup_once).
+        self._infos: dict[tuple[str, str], VersionInfo] = {}
+        self._last: dict[str, str] = {}
 
     def base(self, arm: str) -> str:
         """Key prefix of one arm, hash tag included."""
@@ -152,37 +154,46 @@ class RedisVectorStore:
             raise
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
-        """Pointer + vectors read in one script per chunk; retried if a version vanished."""
-        base = self.base(arm)
+        """Pointer and vectors read in one transaction; retried if the pointer moved."""
         for _ in range(5):
-            got = self._lookup_once(base, list(ids))
+            got = self._lookup_once(arm, list(ids))
             if got is not None:
                 return got
         raise RuntimeError(f"arm {arm!r}: versions changed under five lookups in a row")
 
-    def _lookup_once(self, base: str, ids: list[str]
+    def _lookup_once(self, arm: str, ids: list[str]
                      ) -> tuple[str | None, np.ndarray, np.ndarray] | None:
-        first = ids[:_CHUNK]
-        version_b, values = self._lookup(keys=[base + "current"], args=[base, *first]) if first \
-            else (self.client.get(base + "current"), [])
+        """One MULTI/EXEC: GET the pointer and HMGET the ids from the version read last.
+
+        If the pointer still names that version, the vectors are that version's, whole
+        (the transaction is atomic and a current version is never deleted); if it moved,
+        the next attempt reads the version it names. Cheaper than a Lua script doing the
+        same: Redis does not copy the replies through Lua tables.
+        """
+        base = self.base(arm)
+        guess = self._last.get(arm)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(base + "current")
+        if guess is not None:
+            for start in range(0, len(ids), _CHUNK):
+                pipe.hmget(f"{base}vec:{guess}", ids[start:start + _CHUNK])
+        version_b, *chunks = pipe.execute()
         if not version_b:
             return None, np.zeros((len(ids), 0), np.float32), np.zeros(len(ids), bool)
         version = version_b.decode()
-        values = list(values)
-        vec_key = f"{base}vec:{version}"
-        for start in range(_CHUNK, len(ids), _CHUNK):
-            if not self.client.exists(vec_key):
-                return None  # retired by a newer publish meanwhile: start over
-            values.extend(self.client.hmget(vec_key, ids[start:start + _CHUNK]))
-        dim = int(self.client.hget(f"{base}meta:{version}", "dim") or 0)
-        if dim == 0:
+        if version != guess:
+            self._last[arm] = version
+            return None if ids else (version, np.zeros((0, 0), np.float32), np.zeros(0, bool))
+        info = self.info(arm, version)
+        if info is None or info.dim == 0:
             return None
-        out = np.full((len(ids), dim), np.nan, np.float32)
-        found = np.zeros(len(ids), bool)
-        for k, val in enumerate(values):
-            if val:
-                out[k] = np.frombuffer(val, "<f4")
-                found[k] = True
+        values = [v for chunk in chunks for v in chunk]
+        found = np.fromiter((bool(v) for v in values), bool, len(values))
+        rows = np.frombuffer(b"".join(v for v in values if v), "<f4").reshape(-1, info.dim)
+        if found.all():
+            return version, rows.copy(), found
+        out = np.full((len(ids), info.dim), np.nan, np.float32)
+        out[found] = rows
         return version, out, found
 
     def current(self, arm: str) -> VersionInfo | None:
@@ -193,6 +204,20 @@ class RedisVectorStore:
             return None
         data = self.client.hgetall(f"{base}meta:{version.decode()}")
         return _info_from_hash(data) if data else None
+
+    def info(self, arm: str, version: str) -> VersionInfo | None:
+        """Metadata of one version (cached: a version's metadata never changes)."""
+        key = (arm, version)
+        got = self._infos.get(key)
+        if got is None:
+            data = self.client.hgetall(f"{self.base(arm)}meta:{version}")
+            if not data:
+                return None
+            got = _info_from_hash(data)
+            if len(self._infos) >= _INFO_CACHE:
+                self._infos.clear()  # retired versions: refetching the live ones is cheap
+            self._infos[key] = got
+        return got
 
     def versions(self, arm: str) -> list[str]:
         """Retained versions, newest first."""

@@ -9,6 +9,7 @@ from worker.config.settings import (
     MetricsSettings,
     ModelSettings,
     RedisSettings,
+    ServeSettings,
     Settings,
     StoreSettings,
     TrainingSettings,
@@ -16,5 +17,5 @@ from worker.config.settings import (
 )
 
 __all__ = ["ArmSettings", "DriftSettings", "ExperimentSettings", "IngestSettings",
-           "KafkaSettings", "MetricsSettings", "ModelSettings", "RedisSettings", "Settings",
-           "StoreSettings", "TrainingSettings", "load_settings"]
+           "KafkaSettings", "MetricsSettings", "ModelSettings", "RedisSettings", "ServeSettings",
+           "Settings", "StoreSettings", "TrainingSettings", "load_settings"]

@@ -17,8 +17,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["ArmSettings", "DriftSettings", "ExperimentSettings", "IngestSettings", "KafkaSettings",
-           "MetricsSettings", "ModelSettings", "RedisSettings", "Settings", "StoreSettings",
-           "TrainingSettings", "load_settings"]
+           "MetricsSettings", "ModelSettings", "RedisSettings", "ServeSettings", "Settings",
+           "StoreSettings", "TrainingSettings", "load_settings"]
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "file_data", default=None)
@@ -196,6 +196,21 @@ class MetricsSettings(_Section):
     port: int = Field(9108, ge=0, le=65535)  # 0: do not serve
 
 
+class ServeSettings(_Section):
+    """``freshrec serve``: the HTTP lookup and ranking service (limits answer 4xx, not 5xx)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_ids: int = Field(1000, ge=1, le=4000)  # ids per vector lookup (one Redis script call)
+    max_candidates: int = Field(1000, ge=1, le=3000)
+    max_recent: int = Field(200, ge=0, le=1000)  # recent items per rank request
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    default_k: int = Field(10, ge=1)
+    propensity_draws: int = Field(32, ge=1, le=4096)  # Thompson's Monte-Carlo propensities
+    redis_timeout_s: float = Field(0.5, gt=0)  # then 503; the next request reconnects
+    seed: int = 0
+
+
 class StoreSettings(_Section):
     """Local checkpoints."""
 
@@ -225,6 +240,7 @@ class Settings(BaseSettings):
     experiment: ExperimentSettings = ExperimentSettings()
     drift: DriftSettings = DriftSettings()
     metrics: MetricsSettings = MetricsSettings()
+    serve: ServeSettings = ServeSettings()
     store: StoreSettings = StoreSettings()
 
     @classmethod

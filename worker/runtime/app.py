@@ -26,7 +26,7 @@ from worker.learning.training import Trainer
 from worker.runtime.loop import Worker
 from worker.runtime.metrics import Metrics
 
-__all__ = ["App", "build_app", "counters", "redis_client", "vector_store"]
+__all__ = ["App", "build_app", "build_serve", "counters", "redis_client", "vector_store"]
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ class App:
             dlq.close()
 
 
-def redis_client(settings: Settings) -> Any:
+def redis_client(settings: Settings, timeout_s: float = 10.0) -> Any:
     """A pooled client for the configured Redis URL (password from settings if given)."""
     password = settings.redis.password
     return connect(settings.redis.url,
-                   password.get_secret_value() if password is not None else None)
+                   password.get_secret_value() if password is not None else None, timeout_s)
 
 
 def vector_store(settings: Settings, client: Any = None) -> RedisVectorStore:
@@ -118,3 +118,23 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s)
     return App(settings, metrics, pipeline, trainer, worker, store, drift, monitor)
+
+
+def build_serve(settings: Settings) -> Any:
+    """The ``freshrec serve`` ASGI app on the configured Redis (see :mod:`worker.serving.http`)."""
+    from worker.serving.http import create_app  # noqa: PLC0415 - FastAPI only when serving
+    from worker.serving.service import RankService  # noqa: PLC0415
+
+    cfg = settings.serve
+    client = redis_client(settings, cfg.redis_timeout_s)
+    service = RankService(vector_store(settings, client), settings.experiment.arms,
+                          settings.experiment.salt, counters(settings, client), cfg.seed,
+                          cfg.propensity_draws)
+
+    def ping() -> bool:
+        try:
+            return bool(client.ping())
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+
+    return create_app(service, cfg, ping)

@@ -73,9 +73,9 @@ class Ranker:
     def _prior(self, arm: str, version: str, dim: int) -> np.ndarray:
         key = (arm, version)
         if key not in self._priors:
-            info = self.store.current(arm)
-            if info is None or info.version != version or not info.user_prior:
-                return np.zeros(dim, np.float32)  # flipped meanwhile: next request caches
+            info = self.store.info(arm, version)
+            if info is None or not info.user_prior:
+                return np.zeros(dim, np.float32)  # retired meanwhile: no prior to add
             self._priors = {k: v for k, v in self._priors.items() if k[0] != arm}
             self._priors[key] = np.frombuffer(info.user_prior, "<f4")
         return self._priors[key]

@@ -99,27 +99,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Traffic generator against the configured broker, ranking with Redis vectors."""
+    """Traffic generator against the configured broker, ranking like an app would.
+
+    With ``--serve-url`` every slate comes from ``freshrec serve`` over HTTP; without it,
+    from the same serving rules in-process on the configured Redis.
+    """
     from dataclasses import replace  # noqa: PLC0415
 
     from consumers.kafka_source import KafkaEventProducer, ensure_topics  # noqa: PLC0415
-    from worker.runtime.app import vector_store  # noqa: PLC0415
-    from worker.serving.ranker import Ranker  # noqa: PLC0415
+    from worker.runtime.app import counters, redis_client, vector_store  # noqa: PLC0415
+    from worker.serving.client import HttpRankClient  # noqa: PLC0415
+    from worker.serving.service import RankService, SlateSource  # noqa: PLC0415
     from worker.tools.simulate import SimConfig, Simulator  # noqa: PLC0415
     from worker.tools.traffic import drive  # noqa: PLC0415
 
     settings = _settings(args)
-    k = settings.kafka
+    k, exp = settings.kafka, settings.experiment
     if k.create_topics:
         ensure_topics(k.client_options(), {k.events_topic: k.partitions, k.items_topic: 1})
     producer = KafkaEventProducer(k.client_options())
+    slates: SlateSource
+    if args.serve_url:
+        slates = HttpRankClient(args.serve_url)
+    else:
+        client = redis_client(settings)
+        slates = RankService(vector_store(settings, client), exp.arms, exp.salt,
+                             counters(settings, client), args.seed)
     cfg = replace(SimConfig(seed=args.seed), shift_at_request=args.shift_at_request)
-    sim = Simulator(cfg, list(settings.experiment.arms), Ranker(vector_store(settings)),
-                    producer.emit, (k.events_topic, k.items_topic), settings.experiment.salt)
+    sim = Simulator(cfg, list(exp.arms), slates, producer.emit,
+                    (k.events_topic, k.items_topic), exp.salt)
     sim.publish_catalog()
     drive(sim, args.rate, producer.flush, requests=args.requests)
     producer.close()
-    print(json.dumps({"requests": sim.requests, "ctr": sim.ctr(),
+    print(json.dumps({"requests": sim.requests, "unserved": sim.unserved, "ctr": sim.ctr(),
                       "impressions": dict(sim.impressions), "clicks": dict(sim.clicks)}))
     return 0
 
@@ -160,6 +172,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"rollback failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"arm": args.arm, "current": version, "pinned": version}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP lookup and ranking service on the configured Redis, until SIGINT/SIGTERM."""
+    import uvicorn  # noqa: PLC0415
+
+    from worker.runtime.app import build_serve  # noqa: PLC0415
+
+    overrides = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = _settings(args)
+    if overrides:
+        settings = settings.model_copy(
+            update={"serve": settings.serve.model_copy(update=overrides)})
+    cfg = settings.serve
+    app = build_serve(settings)
+    print(f"freshrec serve: http://{cfg.host}:{cfg.port} (Redis {settings.redis.url})",
+          flush=True)
+    import gc  # noqa: PLC0415
+
+    # What is loaded now lives as long as the process: keep it out of every collection,
+    # so a full collection does not land in a request's latency.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
     return 0
 
 
@@ -213,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate", type=float, default=200.0)
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--shift-at-request", type=int, default=None)
+    sim.add_argument("--serve-url", help="rank through freshrec serve at this URL "
+                     "(default: the serving rules in-process on the configured Redis)")
     sim.set_defaults(fn=cmd_simulate)
 
     lookup = sub.add_parser("lookup", help="print item vectors of an arm")
@@ -230,6 +274,12 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--arm", required=True)
     rollback.add_argument("--release", action="store_true", help="remove the rollback pin")
     rollback.set_defaults(fn=cmd_rollback)
+    serve = sub.add_parser("serve", help="HTTP service: item vectors and ranked slates")
+    common(serve)
+    serve.add_argument("--host", help="listen address (default serve.host)")
+    serve.add_argument("--port", type=int, help="listen port (default serve.port)")
+    serve.set_defaults(fn=cmd_serve)
+
     report = sub.add_parser("report", help="PNG charts from a run's history (demo --history-out)")
     report.add_argument("--history", required=True, help="JSON lines written by demo")
     report.add_argument("--out", default="freshrec-report", help="output directory")

@@ -1,4 +1,9 @@
-"""``freshrec demo``: embedded broker + Redis + worker + simulator, with a live view."""
+"""``freshrec demo``: embedded broker + Redis + worker + serving + simulator, live view.
+
+The simulator is an app: it asks ``freshrec serve`` (a child process on the embedded Redis)
+for every slate over HTTP and sends the events back through Kafka, so the closed loop runs
+through every part a production deployment has.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,16 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from consumers.kafka_source import KafkaEventProducer
-from worker.config import load_settings
-from worker.runtime.app import App, build_app, counters, vector_store
-from worker.serving.ranker import Ranker
-from worker.tools.embedded import EmbeddedStack
+from worker.config import Settings, load_settings
+from worker.runtime.app import App, build_app
+from worker.serving.client import HttpRankClient
+from worker.tools.embedded import EmbeddedStack, ManagedProcess, free_port
 from worker.tools.simulate import SimConfig, Simulator
 from worker.tools.traffic import Pace, drive
 
@@ -63,12 +69,12 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             app.metrics.serve(settings.metrics.host, settings.metrics.port)
             print(f"metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics",
                   file=out)
-        _print_commands(stack, settings.redis.prefix, opts, out)
+        serve, serve_url = _start_serve(settings, workdir)
+        _print_commands(stack, settings.redis.prefix, serve_url, opts, out)
         sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=None,
                           prewarm_requests=opts.prewarm_requests)
         producer = KafkaEventProducer(settings.kafka.client_options())
-        ranker = Ranker(vector_store(settings), counters(settings))
-        sim = Simulator(sim_cfg, list(settings.experiment.arms), ranker,
+        sim = Simulator(sim_cfg, list(settings.experiment.arms), HttpRankClient(serve_url),
                         producer.emit, (settings.kafka.events_topic, settings.kafka.items_topic),
                         settings.experiment.salt)
         sim.publish_catalog()
@@ -138,6 +144,7 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
                 history.close()
             app.close()
             producer.close()
+            serve.stop()
         print("summary: " + json.dumps(summary, indent=2), file=out)
         print(summary["headline"], file=out)
         return summary
@@ -150,12 +157,39 @@ def _on_sigint(flag: threading.Event) -> Any:
     return signal.signal(signal.SIGINT, lambda *_: flag.set())
 
 
-def _print_commands(stack: EmbeddedStack, prefix: str, opts: DemoOptions,
+def _start_serve(settings: Settings, workdir: Path) -> tuple[ManagedProcess, str]:
+    """``freshrec serve`` on the demo's Redis with the demo's experiment; ready = /readyz."""
+    port = free_port()
+    exp = settings.experiment
+    arms = json.dumps([a.model_dump() for a in exp.arms])
+    argv = [sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url",
+            settings.redis.url, "--port", str(port), "--set",
+            f"redis.prefix={settings.redis.prefix}", "--set", f"experiment.arms={arms}",
+            "--set", f"experiment.control={exp.control}", "--set", f"experiment.salt={exp.salt}"]
+    proc = ManagedProcess("serve", argv, port, workdir / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    proc.start(90, ready)
+    return proc, url
+
+
+def _print_commands(stack: EmbeddedStack, prefix: str, serve_url: str, opts: DemoOptions,
                     out: TextIO) -> None:
-    """The embedded Redis and broker, and commands to paste into a second terminal."""
+    """The embedded Redis, broker and service, and commands for a second terminal."""
     exe = shutil.which("freshrec") or str(Path(sys.executable).parent / "freshrec")
     redis = f"--redis-url {stack.redis_url} --set redis.prefix={prefix}"
-    print(f"Kafka {stack.bootstrap}  Redis {stack.redis_url}  (while the demo runs)\n"
+    print(f"Kafka {stack.bootstrap}  Redis {stack.redis_url}  serving {serve_url}"
+          "  (while the demo runs)\n"
+          f"  curl '{serve_url}/v1/arms/fresh/vectors?ids=item-000001&ids=item-000002'\n"
+          f"  curl -d '{{\"user_id\": \"user-00042\", \"candidates\": [\"item-000001\", "
+          f"\"item-000002\", \"item-000003\"], \"k\": 2}}' {serve_url}/v1/rank\n"
           f"  {exe} status {redis}\n"
           f"  {exe} lookup {redis} --arm fresh item-000001 item-000002\n"
           f"  {exe} rollback {redis} --arm fresh      # then: --release\n"
@@ -220,6 +254,7 @@ def _snapshot(app: App, sim: Simulator, elapsed: float, rate: float,
         }
     return {"t_s": round(elapsed, 1), "events_per_s": round(rate, 1), "lag": lag,
             "cycles": app.trainer.cycles, "requests": sim.requests,
+            "requests_unserved": sim.unserved,
             "shifted": sim.world.shifted, "new_item_clicks": sim.new_item_clicks,
             "samples_buffered": len(app.pipeline.buffers), "srm_p_value": exp["srm_p_value"],
             "drift": {k: bool(v) for k, v in drift.items()},

@@ -7,10 +7,13 @@ its quality ``q_i`` is invisible in the text and must be learnt from clicks. New
 arriving. At ``shift_at_request`` preferences move: every user's taste is permuted across
 categories and item qualities are partly redrawn, as when a season or a trend turns.
 
-The simulator serves every request through the user's experiment arm with that arm's
-published vectors (via a :class:`worker.serving.ranker.Ranker`) and emits impression, click
-and purchase events (a share of clicks is followed by a purchase) in the contract format.
-It does not read Kafka: it only produces.
+The simulator asks for every slate as an app would, from a
+:class:`worker.serving.service.SlateSource`: ``freshrec serve`` over HTTP in the demo, the
+same rules in-process in tests. The answer names the user's arm, the version and each
+item's propensity, which the simulator stamps on the impression, click and purchase events
+it emits (a share of clicks is followed by a purchase) in the contract format. When the
+service cannot answer, it shows a random order, as an app falls back to a default. It does
+not read Kafka: it only produces.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from model_store.base import StoreUnavailable
 from worker.config import ArmSettings
 from worker.experiments.arms import assign_arm
-from worker.experiments.explore import Policy, make_policy
-from worker.serving.ranker import Ranker
+from worker.serving.service import SlateSource
 
 __all__ = ["SimConfig", "Simulator", "World"]
 
@@ -129,23 +132,20 @@ class Simulator:
     Args:
         cfg: simulator settings.
         arms: experiment arms (their shares drive assignment).
-        ranker: reads arms' published vectors; None serves random order.
+        ranker: where slates come from (the serving service); None serves random order.
         emit: event sink ``(topic, key, value)``.
         topics: (events topic, items topic).
         salt: assignment salt (must match the apps' and the worker's).
-        policies: ordering policy per arm; default from each arm's ``policy`` setting.
         clock_ms: event-time source; the default is wall-clock ms.
     """
 
-    def __init__(self, cfg: SimConfig, arms: list[ArmSettings], ranker: Ranker | None,
+    def __init__(self, cfg: SimConfig, arms: list[ArmSettings], ranker: SlateSource | None,
                  emit: Emit, topics: tuple[str, str] = ("freshrec.events", "freshrec.items"),
-                 salt: str = "freshrec", policies: dict[str, Policy] | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 salt: str = "freshrec", clock_ms: Callable[[], int] | None = None) -> None:
         self.cfg, self.arms, self.ranker, self.emit = cfg, arms, ranker, emit
         self.events_topic, self.items_topic = topics
         self.salt = salt
-        self.policies = policies or {a.name: make_policy(a.policy, cfg.seed, a.epsilon)
-                                     for a in arms}
+        self.unserved = 0  # requests the service could not rank (random order shown)
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.world = World(cfg)
         self.rng = np.random.default_rng(cfg.seed + 1)
@@ -211,18 +211,15 @@ class Simulator:
         candidates = [f"item-{i:06d}" for i in sorted(picks)]
         hist = self.history.get(user, deque())
         recent = [f"item-{i:06d}" for i in hist]
-        if self.ranker is not None:
-            version, shown, _ = self.ranker.rank(recent, candidates, arm, self.policies[arm])
-        else:
-            version, shown = None, [candidates[k] for k in self.rng.permutation(len(candidates))]
-        shown = shown[: cfg.slate]
+        req = f"req-{cfg.seed}-{self.requests}-{self._prewarmed}"
+        arm, version, shown, props = self._slate(user_id, arm, recent, candidates, req)
         rows = [int(s[5:]) for s in shown]
         probs = world.click_prob(user, rows)
         clicked = self.rng.random(len(rows)) < probs
-        ts, req = self.clock_ms(), f"req-{cfg.seed}-{self.requests}-{self._prewarmed}"
+        ts = self.clock_ms()
         for pos, (item_id, row, hit) in enumerate(zip(shown, rows, clicked, strict=True)):
             base = {"ts": ts, "user_id": user_id, "item_id": item_id, "request_id": req,
-                    "arm": arm, "position": pos, "propensity": 1.0,
+                    "arm": arm, "position": pos, "propensity": props[pos],
                     "model_version": version or ""}
             self._send({**base, "event_id": f"{req}-i{pos}", "type": "impression"}, user_id)
             self.impressions[arm] += 1
@@ -241,6 +238,24 @@ class Simulator:
                     hist.pop()
         self.history[user] = hist
         return {"arm": arm, "shown": shown, "clicked": clicked.tolist(), "version": version}
+
+    def _slate(self, user_id: str, arm: str, recent: list[str], candidates: list[str],
+               req: str) -> tuple[str, str | None, list[str], list[float]]:
+        """(arm, version, shown items, propensities) from the service, or a random order.
+
+        The service assigns the arm (the app does not need to know the rule); ``arm`` is
+        the simulator's own assignment, used when the service cannot answer.
+        """
+        k = self.cfg.slate
+        if self.ranker is not None:
+            try:
+                slate = self.ranker.rank(user_id, recent, candidates, k, request_id=req)
+                return slate.arm, slate.version, slate.items, slate.propensities
+            except StoreUnavailable:
+                self.unserved += 1
+        order = self.rng.permutation(len(candidates))[:k]
+        props = [1.0 / (len(candidates) - j) for j in range(len(order))]
+        return arm, None, [candidates[i] for i in order], props
 
     def _send(self, event: dict[str, Any], key: str) -> None:
         self.emit(self.events_topic, key.encode(), self._enc.encode(event))

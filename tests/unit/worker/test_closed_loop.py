@@ -19,7 +19,7 @@ from worker.experiments.monitor import ExperimentMonitor
 from worker.learning.encoder import SemanticCache
 from worker.learning.items import ItemTable
 from worker.learning.training import Trainer
-from worker.serving.ranker import Ranker
+from worker.serving.service import RankService
 from worker.tools.simulate import SimConfig, Simulator
 
 
@@ -47,7 +47,8 @@ def test_incremental_beats_frozen_after_a_shift_and_drift_fires_only_after(real_
     shift_at, total = 12_000, 20_000
     sim = Simulator(SimConfig(seed=5, n_users=1000, shift_at_request=shift_at,
                               prewarm_requests=3000), list(exp.arms),
-                    Ranker(store, counters), emit, clock_ms=lambda: next(clock))
+                    RankService(store, exp.arms, exp.salt, counters), emit,
+                    clock_ms=lambda: next(clock))
     sim.publish_catalog()
     sim.prewarm()
     alerts_before, alerts_after = set(), set()

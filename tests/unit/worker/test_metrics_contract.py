@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from worker.runtime.metrics import Metrics
+from worker.serving.metrics import ServeMetrics
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -13,7 +14,8 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 def exported() -> dict[str, str]:
     """Name as scraped (counters end in _total) -> metric family name."""
     names = {}
-    for family in Metrics().registry.collect():
+    families = [*Metrics().registry.collect(), *ServeMetrics().registry.collect()]
+    for family in families:
         names[family.name + ("_total" if family.type == "counter" else "")] = family.name
     return names
 
