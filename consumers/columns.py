@@ -8,14 +8,16 @@ index and one copy to the device.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from consumers.events import Sample
 
-__all__ = ["HOLDOUT_BUCKETS", "RowIndex", "SampleRows", "holdout_bucket"]
+__all__ = ["HOLDOUT_BUCKETS", "Columns", "RowIndex", "SampleRows", "holdout_bucket"]
 
 #: Requests are split into this many buckets by a hash; a share s holds out buckets < s * N.
 HOLDOUT_BUCKETS = 10_000
@@ -35,11 +37,16 @@ class RowIndex:
 
     A row is never reused, so it keeps its meaning across cycles and checkpoints (model
     embedding rows are indexed by it).
+
+    Ingestion and a training cycle running beside it both hand out rows, so creating one
+    takes a lock; looking one up does not (an id is listed in ``ids`` before it appears in
+    ``rows``, so a reader that finds a row finds its id too).
     """
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
+        self._lock = threading.Lock()
         self.extend(ids)
 
     def __len__(self) -> int:
@@ -49,22 +56,44 @@ class RowIndex:
         """The id's row, created if new."""
         row = self.rows.get(item_id)
         if row is None:
-            row = self.rows[item_id] = len(self.ids)
-            self.ids.append(item_id)
+            with self._lock:
+                row = self.rows.get(item_id)
+                if row is None:
+                    row = len(self.ids)
+                    self.ids.append(item_id)
+                    self.rows[item_id] = row
         return row
 
     def extend(self, item_ids: Iterable[str]) -> None:
         """Give every unseen id a row, in order."""
-        rows, ids = self.rows, self.ids
-        for item_id in item_ids:
-            if item_id not in rows:
-                rows[item_id] = len(ids)
-                ids.append(item_id)
+        with self._lock:
+            rows, ids = self.rows, self.ids
+            for item_id in item_ids:
+                if item_id not in rows:
+                    ids.append(item_id)
+                    rows[item_id] = len(ids) - 1
 
     def reset(self, ids: Sequence[str]) -> None:
         """Replace the contents with ``ids`` in row order (a checkpoint's)."""
-        self.ids, self.rows = [], {}
+        with self._lock:
+            self.ids, self.rows = [], {}
         self.extend(ids)
+
+
+class Columns(NamedTuple):
+    """Samples as parallel columns (what :meth:`SampleRows.gather` returns, bucket kept)."""
+
+    item: np.ndarray  # int32 rows
+    hist: np.ndarray  # int32 rows, -1 padded
+    label: np.ndarray  # int8
+    bucket: np.ndarray  # uint16 holdout bucket
+
+    def without_holdout(self, holdout_below: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(items, history, labels), held-out buckets (< ``holdout_below``) dropped."""
+        if holdout_below <= 0:
+            return self.item, self.hist, self.label
+        keep = self.bucket >= holdout_below
+        return self.item[keep], self.hist[keep], self.label[keep]
 
 
 class SampleRows:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from consumers.columns import HOLDOUT_BUCKETS, RowIndex, SampleRows
+from consumers.columns import HOLDOUT_BUCKETS, Columns, RowIndex, SampleRows
 from consumers.events import Sample, sample_from_list, sample_to_list
 
 __all__ = ["RecentWindow", "ReplayBuffers", "Reservoir"]
@@ -139,6 +139,21 @@ class ReplayBuffers:
         b = self.reservoir_rows.gather(draw(n_old or 1, size=n - n_recent), cut)
         return (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]),
                 np.concatenate([a[2], b[2]]))
+
+    def draw_columns(self, n: int) -> tuple[Columns, Columns]:
+        """``n`` random slots of each buffer, every column (bucket too), copied.
+
+        For a training cycle that runs beside ingestion: it draws from these instead of
+        the live buffers, which ingestion keeps writing.
+        """
+        draw = self._np_rng.integers
+        out = []
+        for rows, size in ((self.recent_rows, len(self.recent)),
+                           (self.reservoir_rows, len(self.reservoir))):
+            slots = draw(size, size=n) if size else np.zeros(0, np.int64)
+            out.append(Columns(rows.item[slots], rows.hist[slots], rows.label[slots],
+                               rows.bucket[slots]))
+        return out[0], out[1]
 
     def sample(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """Draw ``n`` samples with replacement: ``recent_share`` of them from the recent window.

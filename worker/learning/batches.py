@@ -8,7 +8,8 @@ the gate set), looping over their string ids in Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +17,11 @@ import torch
 
 from consumers.columns import HOLDOUT_BUCKETS, SampleRows, holdout_bucket
 from consumers.events import Sample
+from worker.config import TrainingSettings
 from worker.learning.items import ItemTable
 
-__all__ = ["Batch", "batch_from_rows", "concat", "is_holdout", "make_batch", "stack_history"]
+__all__ = ["Batch", "batch_from_rows", "concat", "cycle_steps", "holdout_set", "is_holdout",
+           "make_batch", "stack_history"]
 
 
 @dataclass
@@ -88,3 +91,26 @@ def make_batch(samples: Sequence[Sample], table: ItemTable, device: torch.device
     cols = SampleRows.of(samples, table.index)
     table.sync()
     return batch_from_rows(cols.item, cols.hist, cols.label, device)
+
+
+def holdout_set(newest_first: Iterable[Sample], share: float, want: int) -> list[Sample]:
+    """Up to ``want`` of the newest samples of held-out requests (the gate's set)."""
+    out: list[Sample] = []
+    for s in newest_first:
+        if is_holdout(s.request_id, share):
+            out.append(s)
+            if len(out) >= want:
+                break
+    return out
+
+
+def cycle_steps(new: int, cfg: TrainingSettings) -> int:
+    """Steps of a cycle over ``new`` trainable samples: each once, half a batch a step.
+
+    At least ``steps_per_cycle``; at most ``max_steps_per_cycle`` when that is set.
+    """
+    half = cfg.batch_size // 2
+    steps = max(cfg.steps_per_cycle, math.ceil(new / max(half, 1)))
+    if cfg.max_steps_per_cycle:
+        steps = min(steps, max(cfg.max_steps_per_cycle, cfg.steps_per_cycle))
+    return steps

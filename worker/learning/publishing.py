@@ -28,16 +28,21 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
     """
     start = time.perf_counter()
     version = f"{lin.name}-{lin.seq + 1:08d}"
+    # Ingestion may hand out item rows while this runs (the cycle is on its own thread):
+    # publish exactly the rows that exist now, ids and vectors alike.
+    n = len(table)
+    ids = table.ids[:n]
     table.sync()
-    vectors = model.export(len(table), table.semantic)
+    lin.grow(n)
+    vectors = model.export(n, table.semantic)
     info = VersionInfo(
-        version=version, dim=int(vectors.shape[1]), item_count=len(table),
+        version=version, dim=int(vectors.shape[1]), item_count=n,
         created_at=datetime.now(UTC).isoformat(), model_version=version,
         extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
                "watermark_ms": str(times[1]), "layout": "w|bias"},
         user_prior=model.prior().astype("<f4").tobytes())
     try:
-        store.publish(lin.name, version, table.ids, vectors, info)
+        store.publish(lin.name, version, ids, vectors, info)
     except PinnedError:
         return None, 0.0, "pinned"
     except StoreUnavailable as exc:
@@ -49,5 +54,5 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
     if model is lin.model:
         lin.promote()
     if drift is not None:
-        drift.observe_publish(lin.name, table.ids, vectors[:, :-1])
+        drift.observe_publish(lin.name, ids, vectors[:, :-1])
     return version, time.perf_counter() - start, None

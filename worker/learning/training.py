@@ -11,7 +11,6 @@ the served model's by more than a tolerance; otherwise it is discarded and count
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -25,7 +24,15 @@ from consumers.columns import SampleRows
 from consumers.events import Sample
 from model_store.base import VectorStore
 from worker.config import ArmSettings, TrainingSettings
-from worker.learning.batches import Batch, batch_from_rows, is_holdout, make_batch, stack_history
+from worker.learning.batches import (
+    Batch,
+    batch_from_rows,
+    cycle_steps,
+    holdout_set,
+    is_holdout,
+    make_batch,
+    stack_history,
+)
 from worker.learning.evaluation import auc, logloss
 from worker.learning.feed import DriftObserver, SampleFeed
 from worker.learning.items import ItemTable
@@ -93,6 +100,14 @@ class Trainer:
             return False
         return pending > 0 or feed.changed_items() > 0
 
+    def cycle_budget(self, pending: int) -> tuple[int, int]:
+        """(replay rows per buffer, catalog texts) a cycle over ``pending`` new samples uses.
+
+        What a snapshot of the feed must hold for the cycle to run from it alone.
+        """
+        new = int(pending * (1 - self.cfg.holdout_share)) + 1
+        return cycle_steps(new, self.cfg) * self.cfg.batch_size, self.cfg.encode_per_cycle
+
     # ----------------------------------------------------------------- the cycle
     def run_cycle(self, feed: SampleFeed, now_s: float) -> list[CycleReport]:
         """One full cycle for every lineage; returns a report per lineage."""
@@ -107,7 +122,8 @@ class Trainer:
             lin.grow(len(self.table))
         progressive = {name: self._progressive(lin, fresh) for name, lin in self.lineages.items()}
         losses = self._train(fresh, feed)
-        gate_set = self._gate_set(feed)
+        gate_set = holdout_set(feed.recent_newest_first(), self.cfg.holdout_share,
+                               self.cfg.gate_samples)
         max_ts = max((s.ts for s in fresh), default=0)
         reports = []
         for lin in self._order:
@@ -182,9 +198,7 @@ class Trainer:
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         half = self.cfg.batch_size // 2
-        steps = max(self.cfg.steps_per_cycle, math.ceil(len(new) / max(half, 1)))
-        if self.cfg.max_steps_per_cycle:
-            steps = min(steps, max(self.cfg.max_steps_per_cycle, self.cfg.steps_per_cycle))
+        steps = cycle_steps(len(new), self.cfg)
         totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
         for step in range(steps):
             lo, hi = step * half, min((step + 1) * half, len(new))
@@ -222,16 +236,6 @@ class Trainer:
         lin.step(loss)
         lin.model.eval()
         return loss.detach()
-
-    def _gate_set(self, feed: SampleFeed) -> list[Sample]:
-        share, want = self.cfg.holdout_share, self.cfg.gate_samples
-        out: list[Sample] = []
-        for s in feed.recent_newest_first():
-            if is_holdout(s.request_id, share):
-                out.append(s)
-                if len(out) >= want:
-                    break
-        return out
 
     def _gate_and_publish(self, lin: Lineage, gate_set: list[Sample], new_items: int,
                           times: tuple[int, int], fresh: list[Sample],

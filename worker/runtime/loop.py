@@ -1,4 +1,4 @@
-"""The worker's main loop: ingest continuously, train in cycles, checkpoint, then commit."""
+"""The worker's main loop: ingest continuously, train in cycles beside it, checkpoint, commit."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
 from consumers.base import SourceUnavailable
 from consumers.pipeline import BatchReport, IngestPipeline
+from consumers.snapshot import FeedSnapshot
 from model_store.base import StoreUnavailable
 from model_store.checkpoints import CheckpointStore
 from worker.experiments.drift_monitor import DriftMonitor
@@ -52,13 +54,27 @@ class Trainer(Protocol):
         """The cycle started by :meth:`run_cycle` ended at ``now_s``."""
         ...
 
+    def cycle_budget(self, pending: int) -> tuple[int, int]:
+        """(replay rows per buffer, catalog texts) a cycle over ``pending`` samples uses."""
+        ...
+
 
 class Worker:
-    """Polls, processes, trains and checkpoints in one thread, so state is never shared.
+    """Polls and processes in one thread; a training cycle runs beside it on another.
+
+    When a cycle is due, the loop takes a :class:`FeedSnapshot` of the pipeline (fresh
+    samples, replay draws, catalog texts) and starts the cycle on the trainer thread with
+    it; polling, parsing, joining and buffering go on meanwhile, so under a backlog the next
+    cycle finds everything that arrived during this one (cycles grow instead of
+    multiplying). torch releases the GIL in its kernels, so the two overlap on any machine
+    with a second core, and a GPU is fed while the CPU ingests. Only one cycle runs at a
+    time, and nothing but the append-only item row index is shared with it.
 
     Offsets are committed only after the checkpoint holding their effects (buffers, joiner,
     dedupe window and model weights together) is durable; a failed checkpoint leaves them
-    uncommitted, and a restart resumes from the last good checkpoint.
+    uncommitted, and a restart resumes from the last good one. No checkpoint is taken while
+    a cycle runs (the model is changing): it waits for the cycle's end, and a rebalance that
+    needs one waits for the cycle first.
 
     Experiment statistics run on their own clock (``stats_interval_s``), independent of
     training, so the p-values a dashboard sees do not depend on cycle timing.
@@ -69,7 +85,7 @@ class Worker:
                  drift: DriftMonitor | None = None, checkpoint_interval_s: float = 5.0,
                  stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, overlap: bool = True) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
@@ -85,6 +101,10 @@ class Worker:
         self.clock = clock
         self._last_checkpoint = self._last_stats = clock()
         self._dirty = False
+        # overlap=False runs each cycle inline on the polling thread (the previous behaviour).
+        self._trainer_thread = (ThreadPoolExecutor(1, thread_name_prefix="freshrec-trainer")
+                                if overlap and trainer is not None else None)
+        self._cycle: Future[tuple[Sequence[CycleReport], float]] | None = None
         pipeline.set_persist(self._persist)
 
     def restore(self) -> bool:
@@ -114,15 +134,12 @@ class Worker:
         now = self.clock()
         if now - self._last_stats >= self.stats_interval_s:
             self.refresh_statistics()
-        if self.trainer is not None and self.trainer.due(now, self.pipeline):
-            start = time.perf_counter()
-            reports = self.trainer.run_cycle(self.pipeline, now)
-            self.trainer.cycle_ended(self.clock())
-            self.metrics.record_cycles(reports, time.perf_counter() - start)
-            self.last_reports.update((r.arm, r) for r in reports)
-            if self.drift is not None:
-                self.metrics.record_drift(self.drift.snapshot())
-            self.checkpoint()
+        if self._cycle is not None:
+            if self._cycle.done():
+                self._settle_cycle()
+                self.checkpoint()
+        elif self.trainer is not None and self.trainer.due(now, self.pipeline):
+            self._start_cycle(self.trainer, now)
         elif now - self._last_checkpoint >= self.checkpoint_interval_s:
             if self._dirty:
                 self.checkpoint()
@@ -132,6 +149,34 @@ class Worker:
                 self._last_checkpoint = now
                 self._record_flush(self.monitor.flush())
         return report
+
+    @property
+    def cycle_running(self) -> bool:
+        """Whether a training cycle is in flight on the trainer thread."""
+        return self._cycle is not None
+
+    def _start_cycle(self, trainer: Trainer, now: float) -> None:
+        if self._trainer_thread is None:
+            self._cycle = Future()
+            self._cycle.set_result(_timed(trainer.run_cycle, self.pipeline, now))
+            self._settle_cycle()
+            self.checkpoint()
+            return
+        rows, texts = trainer.cycle_budget(self.pipeline.pending())
+        feed = FeedSnapshot.take(self.pipeline, rows, texts)
+        self._cycle = self._trainer_thread.submit(_timed, trainer.run_cycle, feed, now)
+
+    def _settle_cycle(self) -> None:
+        """Wait for the cycle in flight and record it (re-raising what it raised)."""
+        cycle, self._cycle = self._cycle, None
+        if cycle is None or self.trainer is None:
+            return
+        reports, seconds = cycle.result()
+        self.trainer.cycle_ended(self.clock())
+        self.metrics.record_cycles(reports, seconds)
+        self.last_reports.update((r.arm, r) for r in reports)
+        if self.drift is not None:
+            self.metrics.record_drift(self.drift.snapshot())
 
     def refresh_statistics(self) -> dict[str, Any] | None:
         """Export consumer lag (from the log end) and the experiment statistics.
@@ -182,13 +227,15 @@ class Worker:
                 continue
             backoff = 0.5
         try:
-            self.checkpoint()
+            self.checkpoint()  # waits for a cycle in flight first
         except (SourceUnavailable, StoreUnavailable) as exc:
             # Uncommitted work is redelivered on restart and dropped by the dedupe window.
             log.warning("final checkpoint not committed (%s); a restart resumes from the "
                         "last good one", exc)
 
     def _persist(self, offsets: dict[tuple[str, int], int]) -> None:
+        if self._cycle is not None:  # the model must not change while it is saved
+            self._settle_cycle()
         state: dict[str, Any] = {"ingest": self.pipeline.state_dict()}
         tensors: dict[str, np.ndarray] = {}
         if self.trainer is not None:
@@ -205,3 +252,10 @@ class Worker:
     def _record_flush(self, flushed: bool) -> None:
         if self.monitor is not None and self.monitor.counters is not None:
             self.metrics.record_up("redis", flushed, "" if flushed else "counters not flushed")
+
+
+def _timed(run: Callable[[Any, float], Sequence[CycleReport]], feed: Any, now: float
+           ) -> tuple[Sequence[CycleReport], float]:
+    start = time.perf_counter()
+    reports = run(feed, now)
+    return reports, time.perf_counter() - start

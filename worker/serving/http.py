@@ -20,11 +20,9 @@ Redis is unreachable; a body over ``serve.max_body_bytes`` is refused (413) unre
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at
 # runtime, and the rank request model is built per app from its limits.
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Annotated, Any, TypeVar
-from urllib.parse import unquote_to_bytes
 
-import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -33,6 +31,18 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from model_store.base import StoreUnavailable
 from worker.config import ServeSettings
+from worker.serving.asgi import (
+    ASGI,
+    Answer,
+    BodyLimit,
+    Receive,
+    Scope,
+    Send,
+    encode,
+    query_ids,
+    read_body,
+    send_json,
+)
 from worker.serving.metrics import VECTORS_ROUTE, ServeMetrics, route_of
 from worker.serving.service import RankService, UnknownArm
 
@@ -41,12 +51,6 @@ __all__ = ["create_app"]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 VERSION_HEADER = "X-Freshrec-Version"
 _T = TypeVar("_T")
-
-_Scope = MutableMapping[str, Any]
-_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_ASGI = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
-
 
 class Problem(BaseModel):
     """Every error answer."""
@@ -104,23 +108,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (404, 413, 422, 503)}
 
 
-class _Answer(Exception):
-    """An answer other than 200 from the hot path: status, detail, extra headers."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None
-                 ) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers or {}
-
-
-def _encode(payload: Any) -> bytes:
-    # orjson writes float32 arrays in their shortest exact form: half the bytes and half
-    # the time of formatting them as float64, and they parse back to the same float32.
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encode(payload), status, headers, media_type="application/json")
+    return Response(encode(payload), status, headers, media_type="application/json")
 
 
 def _describe(errors: Any, prefix: str) -> str:
@@ -132,7 +121,7 @@ def _describe(errors: Any, prefix: str) -> str:
 
 
 class _Handlers:
-    """The two hot operations: raw request in, (payload, headers) out, or :class:`_Answer`."""
+    """The two hot operations: raw request in, (payload, headers) out, or :class:`Answer`."""
 
     def __init__(self, service: RankService, cfg: ServeSettings, metrics: ServeMetrics,
                  rank_model: type[BaseModel]) -> None:
@@ -140,7 +129,7 @@ class _Handlers:
 
     def vectors(self, arm: str, query: bytes) -> tuple[Any, dict[str, str]]:
         if not 1 <= len(arm) <= 256 or "/" in arm:
-            raise _Answer(404, f"unknown arm {arm!r}")
+            raise Answer(404, f"unknown arm {arm!r}")
         ids = query_ids(query, self.cfg.max_ids)
         version, vecs, found = self._store(lambda: self.service.vectors(arm, ids))
         self.metrics.served(arm, version)
@@ -152,7 +141,7 @@ class _Handlers:
         try:
             req: Any = self.rank_model.model_validate_json(body)
         except ValidationError as exc:
-            raise _Answer(422, _describe(exc.errors(), "body")) from None
+            raise Answer(422, _describe(exc.errors(), "body")) from None
         slate = self._store(lambda: self.service.rank(
             req.user_id, req.recent_items, req.candidates, req.k, req.arm, req.request_id))
         self.metrics.served(slate.arm, slate.version)
@@ -168,10 +157,10 @@ class _Handlers:
         try:
             got = call()
         except UnknownArm as exc:
-            raise _Answer(404, str(exc)) from None
+            raise Answer(404, str(exc)) from None
         except (StoreUnavailable, RuntimeError) as exc:  # RuntimeError: pointer kept moving
             self.metrics.redis_up.set(0)
-            raise _Answer(503, f"vector store unavailable ({type(exc).__name__}); retry "
+            raise Answer(503, f"vector store unavailable ({type(exc).__name__}); retry "
                           "shortly", {"Retry-After": "1"}) from None
         self.metrics.redis_up.set(1)
         return got
@@ -234,96 +223,25 @@ def create_app(service: RankService, cfg: ServeSettings,
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return _Server(_BodyLimit(api, cfg.max_body_bytes), handlers, metrics, cfg.max_body_bytes)
+    return _Server(BodyLimit(api, cfg.max_body_bytes), handlers, metrics, cfg.max_body_bytes)
 
 
 def _respond(call: Callable[[], tuple[Any, dict[str, str]]]) -> Response:
     try:
         payload, headers = call()
-    except _Answer as answer:
+    except Answer as answer:
         return _json({"detail": answer.detail}, answer.status, answer.headers)
     return _json(payload, 200, headers)
-
-
-def query_ids(raw: bytes, limit: int) -> list[str]:
-    """The ``ids`` values of a query string (form style, repeated), validated.
-
-    >>> query_ids(b"ids=a&x=1&ids=b%2Cc&ids=d+e", 10)
-    ['a', 'b,c', 'd e']
-    """
-    parts = raw.split(b"&")
-    if b"%" not in raw and b"+" not in raw:  # plain ids: decode in bulk (most requests)
-        try:
-            out = [p[4:].decode() for p in parts if p.startswith(b"ids=")]
-        except UnicodeDecodeError:
-            raise _Answer(422, "query.ids: not UTF-8") from None
-    else:
-        out = []
-        for part in parts:
-            name, _, value = part.partition(b"=")
-            if name != b"ids":
-                continue
-            try:
-                out.append(unquote_to_bytes(value.replace(b"+", b" ")).decode())
-            except UnicodeDecodeError:
-                raise _Answer(422, "query.ids: not UTF-8") from None
-    if out and not 1 <= min(map(len, out)) <= max(map(len, out)) <= 256:
-        raise _Answer(422, "query.ids: each id must have 1 to 256 characters")
-    if not out:
-        raise _Answer(422, "query.ids: at least one id is required (repeat ids=...)")
-    if len(out) > limit:
-        raise _Answer(422, f"query.ids: at most {limit} ids per request, got {len(out)}")
-    return out
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, by header or while reading."""
-
-    def __init__(self, app: _ASGI, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if _declared_length(scope) > self.limit:
-            await _send(send, 413, {"detail": f"body over {self.limit} bytes"})
-            return
-        seen = 0
-        started = False
-
-        async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        async def tracking(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except _TooLarge:
-            if not started:
-                await _send(send, 413, {"detail": f"body over {self.limit} bytes"})
 
 
 class _Server:
     """Answers the hot routes itself, passes the rest on; times and counts every request."""
 
-    def __init__(self, app: _ASGI, handlers: _Handlers, metrics: ServeMetrics,
+    def __init__(self, app: ASGI, handlers: _Handlers, metrics: ServeMetrics,
                  limit: int) -> None:
         self.app, self.handlers, self.metrics, self.limit = app, handlers, metrics, limit
 
-    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -337,7 +255,7 @@ class _Server:
                 status = await self._answer(send, lambda: self.handlers.vectors(
                     arm, scope.get("query_string", b"")))
             elif route == "/v1/rank" and method == "POST":
-                body = await self._body(scope, receive)
+                body = await read_body(scope, receive, self.limit)
                 status = await self._answer(send, lambda: self.handlers.rank(body))
             else:
                 async def tracking(message: MutableMapping[str, Any]) -> None:
@@ -347,46 +265,14 @@ class _Server:
                     await send(message)
 
                 await self.app(scope, receive, tracking)
-        except _Answer as answer:
+        except Answer as answer:
             status = answer.status
-            await _send(send, status, {"detail": answer.detail}, answer.headers)
+            await send_json(send, status, {"detail": answer.detail}, answer.headers)
         finally:
             self.metrics.observe(route, status, time.perf_counter() - start)
 
-    async def _answer(self, send: _Send, call: Callable[[], tuple[Any, dict[str, str]]]
+    async def _answer(self, send: Send, call: Callable[[], tuple[Any, dict[str, str]]]
                       ) -> int:
         payload, headers = call()
-        await _send(send, 200, payload, headers)
+        await send_json(send, 200, payload, headers)
         return 200
-
-    async def _body(self, scope: _Scope, receive: _Receive) -> bytes:
-        if _declared_length(scope) > self.limit:
-            raise _Answer(413, f"body over {self.limit} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Answer(400, "client went away before the body arrived")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise _Answer(413, f"body over {self.limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
-
-def _declared_length(scope: _Scope) -> int:
-    for name, value in scope.get("headers") or ():
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
-
-
-async def _send(send: _Send, status: int, payload: Any,
-                headers: dict[str, str] | None = None) -> None:
-    body = _encode(payload)
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -10,51 +12,18 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from worker.config import Settings, load_settings
 from worker.tools.errors import describe_error
+from worker.tools.overrides import set_overrides
 
-__all__ = ["UsageError", "main"]
-
-
-class UsageError(Exception):
-    """A mistake in the command line or configuration: reported in one line, exit 2."""
-
-
-def _is_secret(key: str) -> bool:
-    return key == "password" or key.endswith(("_password", "_secret", "_token"))
-
-
-def _set_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``section.key=value`` pairs -> nested dict (values parsed as JSON when they can be).
-
-    Secrets stay strings whatever they look like: a numeric password parsed as JSON would
-    become an int, fail validation, and be echoed in the error.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        path, sep, raw = pair.partition("=")
-        if not sep or "." not in path:
-            raise UsageError(f"--set expects section.key=value, got {path!r}")
-        value: Any = raw
-        if not _is_secret(path.rsplit(".", 1)[-1]):
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-        node = out
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+__all__ = ["main"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = _set_overrides(args.set or [])
+    overrides = set_overrides(args.set or [])
     for flag, section, key in (("bootstrap_servers", "kafka", "bootstrap_servers"),
                                ("redis_url", "redis", "url"), ("group_id", "kafka", "group_id"),
                                ("metrics_port", "metrics", "port")):
@@ -88,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + Redis + worker + simulator in one process tree."""
     from worker.tools.demo import DemoOptions, run_demo  # noqa: PLC0415
 
-    overrides = _set_overrides(args.set or [])
+    overrides = set_overrides(args.set or [])
     if args.metrics_port is not None:
         overrides.setdefault("metrics", {})["port"] = args.metrics_port
     opts = DemoOptions(args.duration_s, args.rate, None if args.no_shift else args.shift_at_s,
@@ -294,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     an unreachable dependency); ``--verbose`` adds the traceback.
     """
     args = _parser().parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck process does.
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from worker.tools.cli import _set_overrides, main
+from worker.tools.cli import main
+from worker.tools.overrides import set_overrides as _set_overrides
 
 
 def run(capsys, *argv):
