@@ -62,7 +62,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides.setdefault("metrics", {})["port"] = args.metrics_port
     opts = DemoOptions(args.duration_s, args.rate, None if args.no_shift else args.shift_at_s,
                        args.seed, args.history_out, args.workdir,
-                       prewarm_requests=args.prewarm_requests)
+                       prewarm_requests=args.prewarm_requests,
+                       new_item_every=args.new_item_every)
     run_demo(args.config, overrides, opts, sys.stdout)
     return 0
 
@@ -216,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="keep broker/Redis logs and checkpoints here")
     demo.add_argument("--prewarm-requests", type=int, default=8000,
                       help="requests of user history served before the measured run")
+    demo.add_argument("--new-item-every", type=int, default=25,
+                      help="requests between new catalog items (0: a fixed catalog)")
     demo.set_defaults(fn=cmd_demo)
 
     sim = sub.add_parser("simulate", help="traffic generator against any broker")
@@ -264,8 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck process does.
-    with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file
-        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    if sys.__stderr__ is not None:
+        with contextlib.suppress(ValueError, OSError):  # a stderr that is not a file
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -38,12 +38,14 @@ class DemoOptions:
     def __init__(self, duration_s: float = 180.0, rate: float = 120.0,
                  shift_at_s: float | None = 90.0, seed: int = 7, history_out: str | None = None,
                  workdir: str | None = None, view_every_s: float = 5.0,
-                 prewarm_requests: int = 8000, drift_settle_samples: int = 4000) -> None:
+                 prewarm_requests: int = 8000, drift_settle_samples: int = 4000,
+                 new_item_every: int = 25) -> None:
         self.duration_s, self.rate, self.shift_at_s = duration_s, rate, shift_at_s
         self.seed, self.history_out, self.workdir = seed, history_out, workdir
         self.view_every_s = view_every_s
         self.prewarm_requests = prewarm_requests
         self.drift_settle_samples = drift_settle_samples
+        self.new_item_every = new_item_every
 
 
 def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptions,
@@ -72,7 +74,8 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
         serve, serve_url = _start_serve(settings, workdir)
         _print_commands(stack, settings.redis.prefix, serve_url, opts, out)
         sim_cfg = replace(SimConfig(seed=opts.seed), shift_at_request=None,
-                          prewarm_requests=opts.prewarm_requests)
+                          prewarm_requests=opts.prewarm_requests,
+                          new_item_every=opts.new_item_every)
         producer = KafkaEventProducer(settings.kafka.client_options())
         sim = Simulator(sim_cfg, list(settings.experiment.arms), HttpRankClient(serve_url),
                         producer.emit, (settings.kafka.events_topic, settings.kafka.items_topic),

@@ -50,7 +50,7 @@ class SimConfig:
     seed: int = 7
     n_users: int = 2000
     initial_items: int = 600
-    new_item_every: int = 25  # requests between catalog arrivals
+    new_item_every: int = 25  # requests between catalog arrivals; 0: a fixed catalog
     candidates: int = 40
     new_candidates: int = 5  # of which the newest items
     slate: int = 5
@@ -206,7 +206,7 @@ class Simulator:
             at_request = cfg.shift_at_request is not None and self.requests == cfg.shift_at_request
             if (at_request or self.shift_requested) and not world.shifted:
                 world.shift()
-            if self.requests % cfg.new_item_every == 0 and self.requests:
+            if cfg.new_item_every and self.requests and self.requests % cfg.new_item_every == 0:
                 self._add_item()
             self.requests += 1
         self._prewarmed += 0 if count else 1
