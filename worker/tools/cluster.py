@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from worker.tools.embedded import ManagedProcess, redis_binary
+from worker.tools.embedded import ManagedProcess, redis_binary, redis_ready
 
 __all__ = ["EmbeddedCluster"]
 
@@ -28,10 +28,14 @@ _BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 
 
 def cluster_port() -> int:
-    """A port whose cluster-bus twin (port + 10000) is free too, both on 127.0.0.1."""
+    """A port whose cluster-bus twin (port + 10000) is free too, both on 127.0.0.1.
+
+    Both lie below Linux's ephemeral range (32768+), where the OS hands out the ports other
+    tests ask for, so the pair is not taken from under a running test.
+    """
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 65535 - _BUS_OFFSET)
+        port = rng.randrange(20000, 32768 - _BUS_OFFSET)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -63,7 +67,7 @@ class EmbeddedCluster:
                 "--appendonly", "no", "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node_dir / "nodes.conf"),
                 "--cluster-node-timeout", "5000", "--dir", str(node_dir)],
-                port, node_dir / "redis.log"))
+                port, node_dir / "redis.log", redis_ready))
 
     @property
     def url(self) -> str:
