@@ -34,7 +34,7 @@ import redis
 
 from model_store.base import VersionInfo
 from model_store.redis_store import RedisVectorStore
-from worker.tools.embedded import ManagedProcess, free_port, redis_binary
+from worker.tools.embedded import ManagedProcess, free_port, redis_binary, redis_ready
 
 DIM = 64
 
@@ -122,7 +122,7 @@ def main() -> None:
     rport, sport = free_port(), free_port()
     server = ManagedProcess("redis", [redis_binary(), "--port", str(rport), "--bind",
                                       "127.0.0.1", "--save", "", "--dir", str(work)],
-                            rport, work / "redis.log")
+                            rport, work / "redis.log", redis_ready)
     server.start()
     url = f"redis://127.0.0.1:{rport}/0"
     client = redis.Redis.from_url(url)

@@ -43,7 +43,13 @@ from consumers.kafka_source import ensure_topics
 from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
 from model_store.redis_store import connect
-from worker.tools.embedded import EmbeddedStack, ManagedProcess, free_port, redis_binary
+from worker.tools.embedded import (
+    EmbeddedStack,
+    ManagedProcess,
+    free_port,
+    redis_binary,
+    redis_ready,
+)
 from worker.tools.synthetic import encode, traffic
 
 TOPIC, ITEMS, DLQ = "soak.events", "soak.items", "soak.dlq"
@@ -254,7 +260,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         rport = free_port()
         redis = ManagedProcess("redis", [redis_binary(), "--port", str(rport), "--bind",
                                          "127.0.0.1", "--save", "", "--appendonly", "yes",
-                                         "--dir", str(work)], rport, work / "redis.log")
+                                         "--dir", str(work)], rport, work / "redis.log",
+                               redis_ready)
         redis.start()
         url = f"redis://127.0.0.1:{rport}/0"
         counters = RedisCounters(connect(url), "freshrec")

@@ -26,7 +26,8 @@ from model_store.base import PinnedError, StoreUnavailable, VersionInfo
 __all__ = ["RedisVectorStore", "connect", "translate_errors"]
 
 _T = TypeVar("_T")
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                redis.exceptions.ClusterDownError, redis.exceptions.ClusterError)
 
 
 def translate_errors(cls: type[_T]) -> type[_T]:
@@ -51,8 +52,13 @@ def translate_errors(cls: type[_T]) -> type[_T]:
         setattr(cls, name, wrap(fn))
     return cls
 
-def connect(url: str, password: str | None = None, timeout_s: float = 10.0) -> redis.Redis:
+def connect(url: str, password: str | None = None, timeout_s: float = 10.0,
+            cluster: bool = False) -> Any:
     """One pooled client for ``url``; the vector store and the counters share it.
+
+    ``cluster``: ``url`` is any node of a Redis Cluster; the client discovers the others
+    and routes each command to its slot's node. Every key one operation touches carries
+    the same hash tag (see the layout above), so scripts and transactions stay on one node.
 
     Commands fail after ``timeout_s`` (connecting: at most 5 s) rather than hanging when
     Redis is unreachable, so a caller can retry with backoff instead of blocking the
@@ -62,6 +68,8 @@ def connect(url: str, password: str | None = None, timeout_s: float = 10.0) -> r
                               "socket_timeout": timeout_s, "health_check_interval": 30}
     if password is not None:
         kwargs["password"] = password
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)
 
 

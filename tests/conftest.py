@@ -20,6 +20,24 @@ def stack() -> Iterator[object]:
         yield s
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[object]:
+    """A real 3-master Redis Cluster (cluster-mode redis-server processes), once per session."""
+    from worker.tools.cluster import EmbeddedCluster
+
+    with EmbeddedCluster(3) as c:
+        yield c
+
+
+@pytest.fixture()
+def cluster_client(redis_cluster):
+    from model_store.redis_store import connect
+
+    client = connect(redis_cluster.url, cluster=True)
+    yield client
+    client.close()
+
+
 @pytest.fixture()
 def kafka_options(stack) -> dict[str, object]:
     return {"bootstrap_servers": [stack.bootstrap]}

@@ -8,11 +8,13 @@ import pytest
 from model_store.counters import MemoryCounters, RedisCounters
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def counters(request, uid):
     if request.param == "memory":
         return MemoryCounters()
-    return RedisCounters(request.getfixturevalue("redis_client"), prefix=f"c_{uid}")
+    client = request.getfixturevalue("redis_client" if request.param == "redis"
+                                     else "cluster_client")
+    return RedisCounters(client, prefix=f"c_{uid}")
 
 
 def test_apply_once_per_token(counters):

@@ -1,4 +1,4 @@
-"""One contract suite, run on the in-memory store and on real Redis."""
+"""One contract suite, run on the in-memory store, real Redis and a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from model_store.memory_store import MemoryVectorStore
 from model_store.redis_store import RedisVectorStore
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request, uid):
     if request.param == "memory":
         return MemoryVectorStore(retention=3)
-    client = request.getfixturevalue("redis_client")
+    client = request.getfixturevalue("redis_client" if request.param == "redis"
+                                     else "cluster_client")
     return RedisVectorStore(client, prefix=f"t_{uid}", retention=3)
 
 

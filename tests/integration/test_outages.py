@@ -15,7 +15,7 @@ from tests.helpers import encode, wait_for
 from tests.integration.test_worker_e2e import overrides
 from worker.config import load_settings
 from worker.runtime.app import build_app
-from worker.tools.embedded import ManagedProcess, free_port, redis_binary
+from worker.tools.embedded import ManagedProcess, free_port, redis_binary, redis_ready
 from worker.tools.synthetic import traffic
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,8 @@ def start_redis(port, workdir):
     server = ManagedProcess("redis", [redis_binary(), "--port", str(port), "--bind",
                                       "127.0.0.1", "--save", "", "--appendonly", "yes",
                                       "--appendfsync", "always",
-                                      "--dir", str(workdir)], port, workdir / "redis.log")
+                                      "--dir", str(workdir)], port, workdir / "redis.log",
+                            redis_ready)
     server.start()
     return server
 

