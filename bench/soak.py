@@ -98,6 +98,11 @@ class Worker:
             self.unexpected_exits += 1
             self.start()
 
+    def dump_stacks(self) -> None:
+        """Ask the worker to print every thread's stack into its log (a stall's evidence)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+
     def kill9(self) -> None:
         """SIGKILL the worker, then start it again."""
         if self.proc is not None and self.proc.poll() is None:
@@ -300,9 +305,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
                 # everything sent so far, keep the dead letters, then restart it empty.
                 half = Counter(tag for _, _, tag in messages[:pause_at])
                 deadline = time.monotonic() + args.drain_timeout_s
+                dump_at = time.monotonic() + 60.0
                 while (not drained(counters, stack.bootstrap, half, 0)
                        and time.monotonic() < deadline):
                     worker.check()
+                    if time.monotonic() > dump_at:  # stalled: keep the evidence
+                        worker.dump_stacks()
+                        dump_at = deadline
                     time.sleep(1.0)
                 dead = read_dlq(stack.bootstrap)
                 stack.broker.stop()
@@ -314,9 +323,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
             time.sleep(0.2)
         sender.join()
         deadline = time.monotonic() + args.drain_timeout_s
+        dump_at = time.monotonic() + 60.0
         while (not drained(counters, stack.bootstrap, truth, len(dead))
                and time.monotonic() < deadline):
             worker.check()
+            if time.monotonic() > dump_at:  # stalled: keep the evidence
+                worker.dump_stacks()
+                dump_at = deadline
             time.sleep(1.0)
         time.sleep(3.0)  # let a last checkpoint flush anything beyond the truth (duplicates)
         got = counters.arm_totals()

@@ -44,7 +44,7 @@ def test_ingestion_continues_during_a_cycle_and_the_next_checkpoint_commits_it(
     gated = GatedTrainer(trainer)
     ckpts = CheckpointStore(tmp_path)
     worker = Worker(pipeline, ckpts, Metrics(), trainer=gated, checkpoint_interval_s=0.0,
-                    poll_max_records=200)
+                    poll_max_records=200, overlap=True)
     while not worker.cycle_running:
         worker.run_once()
     wait_for(gated.started.is_set, 30, what="the cycle to start on the trainer thread")
