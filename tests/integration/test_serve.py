@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from tests.integration.test_outages import start_redis
 from worker.config import ServeSettings, load_settings
 from worker.serving.http import create_app
 from worker.serving.service import RankService
-from worker.tools.embedded import free_port
+from worker.tools.embedded import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,26 +89,19 @@ def get_json(url: str, body: dict | None = None, timeout: float = 10.0):
 
 def start_serve(redis_url: str, prefix: str, tmp_path):
     port = free_port()
-    log = open(tmp_path / f"serve-{port}.log", "w")  # noqa: SIM115 - closed by the caller
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url", redis_url,
-         "--set", f"redis.prefix={prefix}", "--port", str(port),
-         "--set", "serve.redis_timeout_s=0.5"], stdout=log, stderr=subprocess.STDOUT)
+    proc = ManagedProcess("serve", [
+        sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url", redis_url,
+        "--set", f"redis.prefix={prefix}", "--port", str(port),
+        "--set", "serve.redis_timeout_s=0.5"], port, tmp_path / f"serve-{port}.log")
     base = f"http://127.0.0.1:{port}"
-    # Ready = the service answers /readyz with 200 (it pinged Redis), not "port open".
-    wait_for(lambda: get_json(base + "/readyz")[0] == 200 or proc.poll() is not None, 90)
-    assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()
-    return proc, base, log
+    # Ready = the service answers /readyz with 200 (it pinged Redis), not "port open"; the
+    # child dies with this process, so a killed test run leaves no service behind.
+    proc.start(90, lambda: get_json(base + "/readyz")[0] == 200)
+    return proc, base, None
 
 
 def stop(proc, log) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    proc.stop()
 
 
 def test_clients_never_see_a_mixed_version_during_24_publishes_and_a_rollback(

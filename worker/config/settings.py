@@ -122,10 +122,8 @@ class TrainingSettings(_Section):
     gate_max_rejections: int = Field(5, ge=1)
     holdout_share: float = Field(0.1, ge=0, lt=1)
     warmup_cycles: int = Field(5, ge=0)
-    # Cycles on a trainer thread while ingestion goes on. Off by default for now: with it
-    # on, the fault-injection soak stalled after a broker restart under heavy load (README,
-    # "Left to do"); the demo turns it on.
-    overlap: bool = False
+    # Cycles on a trainer thread while ingestion goes on (False: inline on the poll loop).
+    overlap: bool = True
     distill_weight: float = Field(0.5, ge=0, le=1)
 
 

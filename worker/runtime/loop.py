@@ -85,7 +85,7 @@ class Worker:
                  drift: DriftMonitor | None = None, checkpoint_interval_s: float = 5.0,
                  stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic, overlap: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, overlap: bool = True) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics

@@ -60,10 +60,7 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
             # A 30 s CTR view.
             "experiment": {"ctr_window_s": 30.0, **overrides.get("experiment", {})},
             # Short cycles on a small machine: the loop stays responsive to the shift.
-            # Cycles on a trainer thread: ingestion goes on while they train, so the loop
-            # keeps up on a busy machine.
-            "training": {"max_steps_per_cycle": 40, "overlap": True,
-                         **overrides.get("training", {})},
+            "training": {"max_steps_per_cycle": 40, **overrides.get("training", {})},
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "redis": {"url": stack.redis_url},
             "store": {"checkpoint_dir": str(workdir / "checkpoints")},
