@@ -144,23 +144,46 @@ class Producer(threading.Thread):
                              max_request_size=16 << 20)
 
     def run(self) -> None:
-        """Send everything; at ``pause_at`` flush, signal ``paused`` and wait for ``resume``."""
+        """Send everything; at ``pause_at`` flush, signal ``paused`` and wait for ``resume``.
+
+        Every send is checked: one the broker did not acknowledge (a restarted broker whose
+        re-created topics are not ready yet) is sent again, so the truth the soak compares
+        against is what the broker really holds.
+        """
         producer = self._client()
         start, sent_before = time.monotonic(), 0
+        pending: list[tuple[Any, bytes, bytes]] = []
         for n, (key, value) in enumerate(self.messages):
             if n == self.pause_at:
-                producer.flush()
+                self._confirm(producer, pending)
                 producer.close()
                 self.paused.set()
                 self.resume.wait()
                 producer = self._client()  # a new connection to the restarted broker
                 start, sent_before = time.monotonic(), n
-            producer.send(TOPIC, key=key, value=value)
+            pending.append((producer.send(TOPIC, key=key, value=value), key, value))
             ahead = (n + 1 - sent_before) / self.rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
-        producer.flush()
+        self._confirm(producer, pending)
         producer.close()
+
+    @staticmethod
+    def _confirm(producer: KafkaProducer, pending: list[tuple[Any, bytes, bytes]]) -> None:
+        producer.flush()
+        for first, key, value in pending:
+            future = first
+            for attempt in range(20):
+                try:
+                    future.get(timeout=30)
+                    break
+                except Exception:  # noqa: BLE001 - not acknowledged: send it again
+                    time.sleep(0.5 * (attempt + 1))
+                    future = producer.send(TOPIC, key=key, value=value)
+                    producer.flush()
+            else:
+                raise RuntimeError("the broker never acknowledged a message")
+        pending.clear()
 
 
 def interleave(events: list[dict[str, Any]], bad: list[tuple[bytes, str]],
