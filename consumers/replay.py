@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from consumers.columns import HOLDOUT_BUCKETS, Columns, RowIndex, SampleRows
 from consumers.events import Sample, sample_from_list, sample_to_list
 
-__all__ = ["RecentWindow", "ReplayBuffers", "Reservoir"]
+__all__ = ["RecentWindow", "ReplayBuffers", "Reservoir", "draw_mix"]
 
 
 class RecentWindow:
@@ -161,14 +162,7 @@ class ReplayBuffers:
         If one buffer is empty the whole batch comes from the other; empty buffers give [].
         """
         share = self.recent_share if recent_share is None else recent_share
-        recent, old = self.recent.items, self.reservoir.items
-        if not recent and not old:
-            return []
-        n_recent = round(n * share) if recent and old else (n if recent else 0)
-        pick = self._rng.randrange
-        out = [recent[pick(len(recent))] for _ in range(n_recent)]
-        out.extend(old[pick(len(old))] for _ in range(n - n_recent))
-        return out
+        return draw_mix(self.recent.items, self.reservoir.items, n, share, self._rng)
 
     def state_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable copy of both buffers and the random states."""
@@ -197,6 +191,21 @@ class ReplayBuffers:
             self.recent_rows.put(slot, sample, self.index)
         for slot, sample in enumerate(self.reservoir.items):
             self.reservoir_rows.put(slot, sample, self.index)
+
+
+def draw_mix(recent: Sequence[Sample], old: Sequence[Sample], n: int, share: float,
+             rng: random.Random) -> list[Sample]:
+    """``n`` samples with replacement, ``share`` of them from ``recent``.
+
+    If one list is empty all come from the other; [] if both are.
+    """
+    if not recent and not old:
+        return []
+    n_recent = round(n * share) if recent and old else (n if recent else 0)
+    pick = rng.randrange
+    out = [recent[pick(len(recent))] for _ in range(n_recent)]
+    out.extend(old[pick(len(old))] for _ in range(n - n_recent))
+    return out
 
 
 def _rng_to_json(state: Any) -> list[Any]:

@@ -20,6 +20,7 @@ import numpy as np
 from consumers.columns import HOLDOUT_BUCKETS, Columns, RowIndex
 from consumers.events import Sample
 from consumers.pipeline import IngestPipeline
+from consumers.replay import draw_mix
 
 __all__ = ["FeedSnapshot"]
 
@@ -86,14 +87,7 @@ class FeedSnapshot:
     def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """``n`` samples drawn with replacement from the buffers as they were."""
         share = self.recent_share if recent_share is None else recent_share
-        recent, old = self._recent, self._reservoir
-        if not recent and not old:
-            return []
-        n_recent = round(n * share) if recent and old else (n if recent else 0)
-        pick = self._rng.randrange
-        out = [recent[pick(len(recent))] for _ in range(n_recent)]
-        out.extend(old[pick(len(old))] for _ in range(n - n_recent))
-        return out
+        return draw_mix(self._recent, self._reservoir, n, share, self._rng)
 
     def replay_rows(self, n: int, recent_share: float | None = None,
                     holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
