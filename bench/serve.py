@@ -10,6 +10,9 @@ One run, one Redis, one catalog (``--items`` vectors of 65 floats per arm):
   (version-consistent read, JSON encoding, HTTP).
 * ``rank``: ``POST /v1/rank`` with 10 recent items and 500 candidates, k = 10, on an arm
   with the greedy policy and on one with Thompson (Monte-Carlo propensities).
+* ``... no cache``: the same requests to a second service started with
+  ``serve.version_max_age_s=0``, which reads the pointer and every id from Redis on every
+  request (the service's vector cache off): the cost of a cold id or a due pointer.
 
 Latency: one client, keep-alive, sequential requests (p50/p99). Throughput: ``--clients``
 threads, each on its own keep-alive connection, for the same number of requests. Client
@@ -142,6 +145,12 @@ def main() -> None:
                                      "--set", f"experiment.arms={arms}"],
                            sport, work / "serve.log")
     serve.start(90, ready(sport))
+    nport = free_port()
+    uncached = ManagedProcess("serve-nocache", [
+        sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url", url, "--port",
+        str(nport), "--set", f"experiment.arms={arms}", "--set", "serve.version_max_age_s=0"],
+        nport, work / "serve-nocache.log")
+    uncached.start(90, ready(nport))
     try:
         pick = [ids[i] for i in rng.choice(len(ids), 610, replace=False)]
         lookup_ids = pick[:100]
@@ -158,6 +167,10 @@ def main() -> None:
             "rank thompson (500 cand.)": lambda: http_call(
                 sport, "POST", "/v1/rank",
                 json.dumps({**rank_body, "arm": "control"}).encode()),
+            "lookup (100 ids) no cache": lambda: http_call(
+                nport, "GET", f"/v1/arms/fresh/vectors?{query}", None),
+            "rank greedy (500) no cache": lambda: http_call(
+                nport, "POST", "/v1/rank", json.dumps({**rank_body, "arm": "fresh"}).encode()),
         }
         results = {}
         for name, make in cases.items():
@@ -177,6 +190,7 @@ def main() -> None:
         }, indent=2))
     finally:
         serve.stop()
+        uncached.stop()
         server.stop()
 
 

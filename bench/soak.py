@@ -40,6 +40,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.dlq import source_of
 from consumers.kafka_source import ensure_topics
+from consumers.log_end import read_to_end
 from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
 from model_store.redis_store import connect
@@ -210,20 +211,20 @@ def drained(counters: RedisCounters, bootstrap: str, truth: Counter[str],
 
 
 def read_dlq(bootstrap: str) -> list[tuple[str | None, Any]]:
+    """Every dead letter on the DLQ as (reason, source), read to the exact log end."""
     consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False,
                              fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
-    tp = TopicPartition(DLQ, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
-    out = []
-    while consumer.position(tp) < end:
-        for records in consumer.poll(timeout_ms=500).values():
-            for r in records:
-                h = dict(r.headers or [])
-                out.append((h.get("freshrec.reason", b"").decode() or None,
-                            source_of(list(r.headers or []))))
-    consumer.close()
+    out: list[tuple[str | None, Any]] = []
+
+    def keep(r: Any) -> None:
+        h = dict(r.headers or [])
+        out.append((h.get("freshrec.reason", b"").decode() or None,
+                    source_of(list(r.headers or []))))
+
+    try:
+        read_to_end(consumer, {TopicPartition(DLQ, 0): 0}, keep)
+    finally:
+        consumer.close()
     return out
 
 
@@ -294,7 +295,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         url = f"redis://127.0.0.1:{rport}/0"
         counters = RedisCounters(connect(url), "freshrec")
         ensure_topics({"bootstrap_servers": [stack.bootstrap]}, topics)
-        argv = [sys.executable, "-m", "worker.tools.cli", "run",
+        verbose = ["--verbose"] if os.environ.get("FRESHREC_SOAK_VERBOSE") else []
+        argv = [sys.executable, "-m", "worker.tools.cli", *verbose, "run",
                 "--bootstrap-servers", stack.bootstrap, "--redis-url", url,
                 "--group-id", "soak", "--metrics-port", str(free_port()),
                 "--set", f"kafka.events_topic={TOPIC}", "--set", f"kafka.items_topic={ITEMS}",

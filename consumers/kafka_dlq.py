@@ -20,6 +20,7 @@ from consumers.base import SourceUnavailable
 from consumers.dlq import Source, dlq_record, source_of
 from consumers.events import Message, Rejection
 from consumers.kafka_source import connect_client
+from consumers.log_end import exact_ends, read_to_end
 
 __all__ = ["KafkaDeadLetterSink"]
 
@@ -136,7 +137,9 @@ class KafkaDeadLetterSink:
             try:
                 tps = self._partitions(reader)
                 self._position = {tp.partition: off for tp, off
-                                  in reader.end_offsets(tps).items()} if tps else {}
+                                  in exact_ends(reader, tps).items()} if tps else {}
+            except (KafkaError, TimeoutError) as exc:
+                raise SourceUnavailable(f"cannot find the DLQ's end: {exc}") from exc
             finally:
                 reader.close()
         return self._position
@@ -148,19 +151,20 @@ class KafkaDeadLetterSink:
             tps = self._partitions(reader)
             if not tps:
                 return 0
-            reader.assign(tps)
-            ends, begins = reader.end_offsets(tps), reader.beginning_offsets(tps)
-            for tp in tps:
-                start = position.get(tp.partition, 0)
-                # Past the end: the broker lost the DLQ's log (a restarted memory broker,
-                # a recreated topic), so every dead letter it holds now is newer than ours.
-                reader.seek(tp, begins[tp] if start > ends[tp] else max(start, begins[tp]))
-            while any(reader.position(tp) < ends[tp] for tp in tps):
-                for records in reader.poll(timeout_ms=500, max_records=5000).values():
-                    for rec in records:
-                        src = source_of(list(rec.headers or []))
-                        if src is not None:
-                            self._already_sent.add(src)
+            ends = exact_ends(reader, tps)
+            # Past the end: the broker lost the DLQ's log (a restarted memory broker, a
+            # recreated topic), so every dead letter it holds now is newer than ours.
+            starts = {tp: 0 if position.get(tp.partition, 0) > ends[tp]
+                      else position.get(tp.partition, 0) for tp in tps}
+
+            def remember(rec: Any) -> None:
+                src = source_of(list(rec.headers or []))
+                if src is not None:
+                    self._already_sent.add(src)
+
+            read_to_end(reader, starts, remember, ends=ends)
+        except (KafkaError, TimeoutError) as exc:
+            raise SourceUnavailable(f"cannot read the DLQ back: {exc}") from exc
         finally:
             reader.close()
         log.info("DLQ: %d dead letters since the checkpoint will not be sent again",

@@ -33,6 +33,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat_interval_ms": 1000,
     "max_poll_interval_ms": 120_000,
     "fetch_max_wait_ms": 100,
+    # Topics are created by ensure_topics with their partition counts; a consumer that
+    # auto-created one (after a broker lost its topics) would give it the broker's default.
+    "allow_auto_create_topics": False,
 }
 
 
@@ -66,8 +69,15 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             coordinator = self.source._consumer._coordinator  # noqa: SLF001 - no public async commit
             await coordinator._commit_offsets_sync_async(offsets)  # noqa: SLF001
 
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # KIP-429: the group no longer knows this member (a session expired, or the broker
+        # restarted and forgot the group). The partitions may be someone else's already, so
+        # nothing is committed; what was read stays in memory and is redelivered if needed.
+        log.warning("partitions lost: %s; rejoining without a commit", sorted(map(tuple, lost)))
+
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted(map(tuple, assigned)))
+        self.source._on_assigned(set(assigned))  # noqa: SLF001 - the listener is its part
 
 
 class KafkaEventSource:
@@ -83,6 +93,15 @@ class KafkaEventSource:
                  client_options: Mapping[str, Any]) -> None:
         options = {**CONSUMER_DEFAULTS, **client_options, "group_id": group_id}
         self.revoke_hook: Callable[[], Offsets] | None = None
+        # Partitions read from since the last assignment: only their offsets are committed.
+        # An offset read before a rebalance is stale once the group has handed the
+        # partition out again (and after a broker lost its log, it points past the new one).
+        self._read_since_assign: set[TopicPartition] = set()
+        self._topic_ids: dict[str, object] = {}  # topic -> id of the incarnation being read
+        self._reset: set[str] = set()  # recreated topics to read from the start
+        # Next offset after the last record handed out, per partition of the current
+        # incarnations: a record below it was handed out before and is not handed out again.
+        self._next: dict[TopicPartition, int] = {}
         self._consumer = connect_client(KafkaConsumer, options)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
 
@@ -92,15 +111,67 @@ class KafkaEventSource:
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         """Poll once; flatten the per-partition records into one list (no copies)."""
+        self._check_incarnations(self._consumer.assignment())
         try:
             polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
                                          max_records=max_records)
         except KafkaError as exc:
             raise SourceUnavailable(f"poll failed: {exc}") from exc
+        recreated = self._check_incarnations(self._consumer.assignment())
         out: list[Message] = []
-        for records in polled.values():
+        for tp, polled_records in polled.items():
+            if tp.topic in recreated:
+                continue  # read at a position in the old log: read again from the start
+            records, seen = polled_records, self._next.get(tp, 0)
+            if records[0].offset < seen:
+                # Redelivered: the group lost this member and handed the partition back at
+                # its last commit. What was read since then is in our state already.
+                records = [r for r in records if r.offset >= seen]
+                if not records:
+                    continue
+            self._reset.discard(tp.topic)
+            self._read_since_assign.add(tp)
+            self._next[tp] = records[-1].offset + 1
             out.extend(records)  # ConsumerRecord already satisfies Message
         return out
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # kafka-python keeps the position of a partition assigned again, and a member that
+        # lost the group starts from committed offsets: after a log loss, both may come from
+        # the old log, so recreated topics are sought to their start on every assignment.
+        self._read_since_assign.clear()
+        self._check_incarnations(assigned, assigning=True)
+
+    def _check_incarnations(self, assigned: set[TopicPartition], assigning: bool = False
+                            ) -> set[str]:
+        """Topics recreated since they were last read (a new id); they are read from the start.
+
+        A broker that lost its log (a restarted memory broker, lost disks, a topic deleted
+        and created again) gives the topic a new id. Positions from the old log, and any
+        offset committed from them, would skip the new log's head or wait past its end
+        forever. So such a topic is read again from its beginning (the dedupe window drops
+        events seen already) and no old offset of it is committed.
+        """
+        cluster = self._consumer._cluster  # noqa: SLF001 - topic ids have no public accessor
+        recreated: set[str] = set()
+        for topic in {tp.topic for tp in assigned}:
+            now = cluster.topic_id(topic)
+            before = self._topic_ids.get(topic)
+            if now is None:
+                continue
+            if before is not None and now != before:
+                log.warning("topic %s was recreated (id %s, was %s): reading it from the start",
+                            topic, now, before)
+                self._reset.add(topic)
+                recreated.add(topic)
+                for tp in [tp for tp in self._next if tp.topic == topic]:
+                    del self._next[tp]
+            self._topic_ids[topic] = now
+            if topic in recreated or (assigning and topic in self._reset):
+                tps = [tp for tp in assigned if tp.topic == topic]
+                self._consumer.seek_to_beginning(*tps)
+                self._read_since_assign.difference_update(tps)
+        return recreated
 
     def commit(self, offsets: Offsets) -> None:
         """Commit synchronously; offsets of partitions no longer assigned are skipped."""
@@ -112,12 +183,16 @@ class KafkaEventSource:
                 raise SourceUnavailable(f"commit failed: {exc}") from exc
 
     def to_commit(self, offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
-        """kafka-python's commit argument for the assigned partitions among ``offsets``."""
+        """kafka-python's commit argument for the assigned partitions among ``offsets``.
+
+        Only partitions read from since the current assignment: an older offset would
+        overwrite the progress of the member that held the partition meanwhile.
+        """
         assigned = self._consumer.assignment()
         out = {}
         for (topic, partition), offset in offsets.items():
             tp = TopicPartition(topic, partition)
-            if tp in assigned:
+            if tp in assigned and tp in self._read_since_assign:
                 out[tp] = OffsetAndMetadata(offset, "", -1)
         return out
 

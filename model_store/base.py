@@ -49,6 +49,8 @@ class VectorStore(Protocol):
       * :meth:`rollback` flips back to the previous retained version and pins the arm there;
         :meth:`publish` then raises :class:`PinnedError` until :meth:`unpin`.
       * Only the newest ``retention`` versions are kept; older ones are deleted on publish.
+      * A version's vectors never change once published: :meth:`publish` refuses a name
+        that is still retained (``ValueError``), so readers may cache by version.
     """
 
     def publish(self, arm: str, version: str, ids: Sequence[str], vectors: np.ndarray,

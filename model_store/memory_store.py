@@ -32,6 +32,8 @@ class MemoryVectorStore:
         with self._lock:
             if arm in self._pinned:
                 raise PinnedError(f"arm {arm!r} is pinned by a rollback")
+            if (arm, version) in self._info:
+                raise ValueError(f"arm {arm!r}: version {version!r} exists; names are not reused")
             self._data[(arm, version)] = rows
             self._info[(arm, version)] = info
             self._current[arm] = version

@@ -138,6 +138,8 @@ class RedisVectorStore:
         base = self.base(arm)
         if self.client.exists(base + "pinned"):
             raise PinnedError(f"arm {arm!r} is pinned by a rollback; unpin to publish")
+        if self.client.exists(f"{base}meta:{version}", f"{base}vec:{version}"):
+            raise ValueError(f"arm {arm!r}: version {version!r} exists; names are not reused")
         vecs = np.ascontiguousarray(vectors, dtype="<f4")
         if vecs.ndim != 2 or vecs.shape[0] != len(ids):
             raise ValueError(f"vectors shape {vecs.shape} does not match {len(ids)} ids")
@@ -145,7 +147,6 @@ class RedisVectorStore:
         row = vecs.shape[1] * 4
         vec_key = f"{base}vec:{version}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.unlink(vec_key)
         for start in range(0, len(ids), _CHUNK):
             stop = min(start + _CHUNK, len(ids))
             pipe.hset(vec_key, mapping={ids[k]: raw[k * row:(k + 1) * row]

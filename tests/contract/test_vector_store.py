@@ -62,6 +62,16 @@ def test_retention_keeps_newest_versions(store):
     assert store.versions("a") == ["v4", "v3", "v2"]
 
 
+def test_a_retained_version_name_is_never_overwritten(store):
+    ids = ["x", "y"]
+    store.publish("a", "v1", ids, vecs(2, 3, 1.0), info("v1", 2, 3))
+    with pytest.raises(ValueError, match="exists"):
+        store.publish("a", "v1", ids, vecs(2, 3, 9.0), info("v1", 2, 3))
+    version, got, _ = store.lookup("a", ids)
+    assert version == "v1"
+    np.testing.assert_array_equal(got, vecs(2, 3, 1.0))  # readers never saw a rewrite
+
+
 def test_rollback_restores_previous_version_exactly_and_pins(store):
     ids = ["x", "y"]
     store.publish("a", "v1", ids, vecs(2, 3, 1.0), info("v1", 2, 3))

@@ -21,6 +21,7 @@ from model_store.redis_store import RedisVectorStore
 from tests.helpers import wait_for
 from tests.integration.test_outages import start_redis
 from worker.config import ServeSettings, load_settings
+from worker.serving.cache import CachedVectors
 from worker.serving.http import create_app
 from worker.serving.service import RankService
 from worker.tools.embedded import ManagedProcess, free_port
@@ -72,6 +73,31 @@ def test_a_lookup_is_one_round_trip_until_the_version_moves(stack, uid):
     assert Counting.sends == 3  # pointer moved: read again, + the new version's metadata
     store.rollback("fresh")
     assert store.lookup("fresh", IDS[:3])[0] == "fresh-00000001"  # the very next lookup
+    pool.disconnect()
+
+
+def test_served_vectors_cost_no_round_trip_until_the_pointer_is_due(stack, uid):
+    pool = redis.ConnectionPool.from_url(stack.redis_url, connection_class=Counting)
+    store = RedisVectorStore(redis.Redis(connection_pool=pool), prefix=uid)
+    now = [0.0]
+    cached = CachedVectors(store, max_age_s=0.1, clock=lambda: now[0])
+    publish(store, "fresh", 1)
+    cached.lookup("fresh", IDS[:100] + ["unknown"])
+    Counting.sends = 0
+    for _ in range(10):
+        version, vecs, found = cached.lookup("fresh", IDS[:50] + ["unknown"])
+    assert Counting.sends == 0 and version == "fresh-00000001"
+    assert found[:50].all() and not found[50] and (vecs[:50, 0] == 1).all()
+    publish(store, "fresh", 2)
+    assert cached.lookup("fresh", IDS[:3])[0] == "fresh-00000001"  # within the max age
+    now[0] = 0.2
+    Counting.sends = 0
+    version, vecs, _ = cached.lookup("fresh", IDS[:100])
+    assert version == "fresh-00000002" and (vecs[:, 0] == 2).all()
+    assert Counting.sends == 3  # due: pointer and ids read again, + the version's metadata
+    store.rollback("fresh")
+    now[0] = 0.4
+    assert cached.lookup("fresh", IDS[:100])[0] == "fresh-00000001"
     pool.disconnect()
 
 
@@ -146,9 +172,10 @@ def test_clients_never_see_a_mixed_version_during_24_publishes_and_a_rollback(
             publish(store, "fresh", n)
             if n == 14:
                 assert store.rollback("fresh") == "fresh-00000013"
-                code, headers, _ = get_json(f"{base}/v1/rank", {
-                    "user_id": "u", "candidates": IDS[:5], "arm": "fresh"})
-                assert (code, headers.get("x-freshrec-version")) == (200, "fresh-00000013")
+                # Seen once the service's pointer read is older than its max age (0.1 s).
+                wait_for(lambda: get_json(f"{base}/v1/rank", {
+                    "user_id": "u", "candidates": IDS[:5], "arm": "fresh"})[1].get(
+                        "x-freshrec-version") == "fresh-00000013", 10)
                 store.unpin("fresh")
             time.sleep(0.05)
         time.sleep(0.3)
@@ -172,6 +199,7 @@ def test_redis_outage_answers_503_and_the_service_recovers_by_itself(uid, tmp_pa
     try:
         assert get_json(base + "/v1/rank", rank)[0] == 200
         server.stop()
+        time.sleep(0.3)  # past the cache's max age: the next rank must read Redis
         start = time.monotonic()
         code, headers, body = get_json(base + "/v1/rank", rank)
         assert (code, headers.get("retry-after")) == (503, "1"), body

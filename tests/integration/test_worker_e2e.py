@@ -132,9 +132,11 @@ def test_kill_worker_mid_run_restart_resumes_without_losing_events(
         assert app.worker.restore()
         from kafka import KafkaConsumer, TopicPartition
 
+        from consumers.log_end import exact_ends
+
         probe = KafkaConsumer(bootstrap_servers=[stack.bootstrap])
         parts = [TopicPartition(topics[0], p) for p in range(2)]
-        ends = {(tp.topic, tp.partition): off for tp, off in probe.end_offsets(parts).items()}
+        ends = {(tp.topic, tp.partition): off for tp, off in exact_ends(probe, parts).items()}
         probe.close()
         drain(app.worker, ends, timeout_s=90)
         app.pipeline.flush_joins()

@@ -211,6 +211,10 @@ class ServeSettings(_Section):
     default_k: int = Field(10, ge=1)
     propensity_draws: int = Field(32, ge=1, le=4096)  # Thompson's Monte-Carlo propensities
     redis_timeout_s: float = Field(0.5, gt=0)  # then 503; the next request reconnects
+    # Vectors read once are served from memory while the version stays current; the
+    # pointer is re-read when older than this, so a flip is seen within it (0: every time).
+    version_max_age_s: float = Field(0.1, ge=0, le=60)
+    cache_rows: int = Field(500_000, ge=1)  # cached vectors per arm before they are dropped
     seed: int = 0
 
 

@@ -12,7 +12,7 @@ from worker.learning.items import ItemTable
 from worker.learning.lineage import Lineage
 from worker.learning.model import FreshRecModel
 
-__all__ = ["publish_version"]
+__all__ = ["next_seq", "publish_version"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,12 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
     (a rejected cycle republishing for new items) nothing is promoted.
     """
     start = time.perf_counter()
-    version = f"{lin.name}-{lin.seq + 1:08d}"
+    try:
+        seq = next_seq(store, lin)
+    except StoreUnavailable as exc:
+        log.warning("publish of %s skipped: %s", lin.name, exc)
+        return None, 0.0, "unavailable"
+    version = f"{lin.name}-{seq:08d}"
     # Ingestion may hand out item rows while this runs (the cycle is on its own thread):
     # publish exactly the rows that exist now, ids and vectors alike.
     n = len(table)
@@ -49,10 +54,25 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
         # Keep the trained candidate: the next cycle publishes it (or a better one).
         log.warning("publish of %s skipped: %s", version, exc)
         return None, 0.0, "unavailable"
-    lin.seq += 1
+    lin.seq = seq
     lin.published = version
     if model is lin.model:
         lin.promote()
     if drift is not None:
         drift.observe_publish(lin.name, ids, vectors[:, :-1])
     return version, time.perf_counter() - start, None
+
+
+def next_seq(store: VectorStore, lin: Lineage) -> int:
+    """One past the highest sequence the lineage has published, by its count or the store's.
+
+    A worker restored from a checkpoint older than its last publish must not reuse a
+    version name: a published version's vectors never change, which readers rely on (the
+    serving cache keys vectors by version), and the store refuses a retained name.
+    """
+    best = lin.seq
+    for name in store.versions(lin.name):
+        head, _, tail = name.rpartition("-")
+        if head == lin.name and tail.isdigit():
+            best = max(best, int(tail))
+    return best + 1

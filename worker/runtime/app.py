@@ -124,12 +124,15 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
 
 def build_serve(settings: Settings) -> Any:
     """The ``freshrec serve`` ASGI app on the configured Redis (see :mod:`worker.serving.http`)."""
+    from worker.serving.cache import CachedVectors  # noqa: PLC0415
     from worker.serving.http import create_app  # noqa: PLC0415 - FastAPI only when serving
     from worker.serving.service import RankService  # noqa: PLC0415
 
     cfg = settings.serve
     client = redis_client(settings, cfg.redis_timeout_s)
-    service = RankService(vector_store(settings, client), settings.experiment.arms,
+    vectors = CachedVectors(vector_store(settings, client), cfg.version_max_age_s,
+                            cfg.cache_rows)
+    service = RankService(vectors, settings.experiment.arms,
                           settings.experiment.salt, counters(settings, client), cfg.seed,
                           cfg.propensity_draws)
 

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
-from model_store.base import VectorStore
 from worker.experiments.explore import Greedy, Policy
+from worker.serving.cache import VectorReader
 
 __all__ = ["ItemStats", "Ranker", "user_vector"]
 
@@ -38,7 +38,7 @@ class Ranker:
     brand-new item is neither buried nor promoted before its first publish.
     """
 
-    def __init__(self, store: VectorStore, stats: ItemStats | None = None) -> None:
+    def __init__(self, store: VectorReader, stats: ItemStats | None = None) -> None:
         self.store = store
         self.stats = stats
         self._priors: dict[tuple[str, str], np.ndarray] = {}

@@ -15,10 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
-from model_store.base import VectorStore
 from worker.config import ArmSettings
 from worker.experiments.arms import assign_arm
 from worker.experiments.explore import Greedy, Policy, Thompson, make_policy
+from worker.serving.cache import VectorReader
 from worker.serving.ranker import ItemStats, Ranker
 
 __all__ = ["RankService", "Slate", "SlateSource", "UnknownArm"]
@@ -55,7 +55,7 @@ class RankService:
     """Ranks candidates for a user through the user's experiment arm.
 
     Args:
-        store: published vectors (Redis in production).
+        store: published vectors (Redis in production, behind a :class:`CachedVectors`).
         arms: the experiment's arms; their order and shares define the assignment.
         salt: the assignment salt (the worker's ``experiment.salt``).
         stats: per-item impression/click counts for UCB and Thompson (None: zeros).
@@ -63,7 +63,7 @@ class RankService:
         propensity_draws: Monte-Carlo draws behind Thompson propensities.
     """
 
-    def __init__(self, store: VectorStore, arms: Sequence[ArmSettings], salt: str = "freshrec",
+    def __init__(self, store: VectorReader, arms: Sequence[ArmSettings], salt: str = "freshrec",
                  stats: ItemStats | None = None, seed: int = 0,
                  propensity_draws: int = 32) -> None:
         self.arms = list(arms)

@@ -14,6 +14,7 @@ from model_store.memory_store import MemoryVectorStore
 from worker.config import ArmSettings, ServeSettings, load_settings
 from worker.experiments.arms import assign_arm
 from worker.experiments.explore import EpsilonGreedy, Thompson
+from worker.serving.cache import CachedVectors
 from worker.serving.http import create_app
 from worker.serving.ranker import Ranker
 from worker.serving.service import RankService
@@ -167,3 +168,26 @@ def test_rank_answer_carries_arm_version_policy_and_propensities():
         assert body["model_version"] == f"{arm}-00000001"
         assert len(body["items"]) == 4
         assert all(0 < it["propensity"] <= 1 for it in body["items"])
+
+
+def test_cached_vectors_answer_from_one_version_and_see_a_flip_within_the_max_age():
+    store = MemoryVectorStore(retention=3)
+    ids = [f"i{k}" for k in range(6)]
+    store.publish("a", "v1", ids, np.full((6, 3), 1.0, np.float32), VersionInfo("v1", 3, 6, "t"))
+    calls = []
+    real = store.lookup
+    store.lookup = lambda arm, want: calls.append(list(want)) or real(arm, want)
+    now = [0.0]
+    cached = CachedVectors(store, max_age_s=0.5, max_rows=4, clock=lambda: now[0])
+    version, vecs, found = cached.lookup("a", ["i0", "nope", "i1"])
+    assert version == "v1" and found.tolist() == [True, False, True] and np.isnan(vecs[1]).all()
+    assert cached.lookup("a", ["i1", "nope"])[2].tolist() == [True, False]  # both remembered
+    assert len(calls) == 1
+    store.publish("a", "v2", ids, np.full((6, 3), 2.0, np.float32), VersionInfo("v2", 3, 6, "t"))
+    now[0] = 0.4
+    assert cached.lookup("a", ["i0"])[0] == "v1" and len(calls) == 1  # within the max age
+    assert cached.lookup("a", ["i0", "i5"])[1][:, 0].tolist() == [2.0, 2.0]  # i5 unseen: read
+    now[0] = 1.0
+    version, vecs, _ = cached.lookup("a", ["i0", "i1", "i2", "i3", "i4"])  # over max_rows
+    assert version == "v2" and (vecs == 2.0).all() and len(calls) == 3
+    assert cached.lookup("a", ["i4"])[0] == "v2" and len(calls) == 3

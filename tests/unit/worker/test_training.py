@@ -200,3 +200,26 @@ def test_distilled_student_learns_from_a_larger_teacher(tiny_bert_dir):
     fresh_model = FreshRecModel(trainer.table.text_dim, 8, capacity=trainer.table.capacity, seed=9)
     u = torch.sigmoid(fresh_model(batch.items, batch.history, batch.mask, sem))
     assert float((s - t).abs().mean()) < float((u - t).abs().mean())
+
+
+def test_a_trainer_restored_from_an_older_checkpoint_never_reuses_a_version_name(
+        tiny_bert_dir):
+    enc = TextEncoder(tiny_bert_dir)
+    msgs = sim_messages(1200)
+    source, pipeline, store, trainer = build(enc, msgs[: len(msgs) // 2])
+    drive(source, pipeline, trainer)
+    state, tensors = trainer.state()  # the checkpoint a kill -9 falls back to
+    old = trainer.lineages["fresh"].published
+    source.messages.extend(msgs[len(msgs) // 2:])
+    while source.pos < len(source.messages):  # more cycles, more versions
+        pipeline.step(400)
+        trainer.run_cycle(pipeline, 1e6 + source.pos)
+    newest = store.versions("fresh")[0]
+    assert newest != old
+    restored = Trainer(ARMS, trainer.cfg, ItemTable(enc.dim), SemanticCache(enc).get, store,
+                       dim=16, seed=0)
+    restored.load(state, tensors)
+    pipeline.fresh = list(pipeline.buffers.recent.items)[-300:]
+    restored.run_cycle(pipeline, 1e9)
+    assert store.versions("fresh")[0] > newest  # a new name, the published ones untouched
+    assert restored.lineages["fresh"].seq == int(store.versions("fresh")[0].rsplit("-", 1)[1])
