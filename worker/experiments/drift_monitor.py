@@ -12,6 +12,8 @@ from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, embedding_drif
 
 __all__ = ["DriftMonitor"]
 
+_MAX_PENDING = 200_000  # reference samples held back for their labels, at most
+
 
 class DriftMonitor:
     """Feeds the drift detectors and exports their scores and alerts.
@@ -39,6 +41,10 @@ class DriftMonitor:
         self.embedding: dict[str, tuple[float, float]] = {}
         self.seen = 0  # reference samples offered so far (the first start_after_samples skipped)
         self._settle_until = cfg.start_after_samples
+        # Event-time release (see observe_predictions): labels are final up to _final_ts.
+        self._final_ts = -(2**62)
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
     @property
     def settled(self) -> bool:
@@ -53,10 +59,24 @@ class DriftMonitor:
         """
         self._settle_until = 2**62 if samples is None else self.seen + samples
 
-    def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray) -> None:
-        """Progressive-validation output of one lineage for one cycle."""
+    def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray,
+                            ts: np.ndarray | None = None) -> None:
+        """Progressive-validation output of one lineage for one cycle.
+
+        ``ts`` (impression times) puts the detectors on event time: a cycle's samples are
+        whatever the join closed meanwhile, positives at click time and negatives in bursts
+        whenever the watermark moves, so in arrival order the label mix swings from cycle
+        to cycle on a perfectly stationary stream (ADWIN took that for drift). Samples
+        wait until every label up to their time is final (a negative at time T is emitted
+        only once the watermark has closed every impression up to T), then go to the
+        detectors in time order. Without ``ts``: arrival order.
+        """
         if arm != self.reference_arm or len(probs) == 0:
             return
+        if ts is not None:
+            probs, labels = self._release(probs, labels, ts)
+            if len(probs) == 0:
+                return
         settled = self.settled  # the batch that spends the budget is still skipped
         self.seen += len(probs)
         if not settled:
@@ -65,8 +85,8 @@ class DriftMonitor:
         self.label.update(labels)
         p = np.clip(probs, 1e-7, 1 - 1e-7)
         losses = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
-        # Within a cycle, positives arrive at click time and negatives when their window
-        # closes; shuffle so ADWIN sees the cycle's losses without that artificial order.
+        # A released span's internal order carries no time information worth keeping (one
+        # request's slate shares a time); shuffled, ADWIN sees no clusters in it.
         losses = self._rng.permutation(losses)
         worse = False
         for value in losses:
@@ -74,6 +94,22 @@ class DriftMonitor:
             if self.loss.update(float(value)) and self.loss.last_change > 0:
                 worse = True
         self._adwin_hold = self.cfg.hold_cycles if worse else max(0, self._adwin_hold - 1)
+
+    def _release(self, probs: np.ndarray, labels: np.ndarray, ts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples whose time every label has reached, oldest first; the rest wait."""
+        negatives = ts[labels == 0]
+        if len(negatives):
+            self._final_ts = max(self._final_ts, int(negatives.max()))
+        pts = np.concatenate([self._pending[0], ts.astype(np.int64)])
+        pp = np.concatenate([self._pending[1], probs.astype(np.float64)])
+        py = np.concatenate([self._pending[2], labels.astype(np.float64)])
+        order = np.argsort(pts, kind="stable")
+        pts, pp, py = pts[order], pp[order], py[order]
+        cut = int(np.searchsorted(pts, self._final_ts, side="right"))
+        cut = max(cut, len(pts) - _MAX_PENDING)  # bounded, even with no negatives at all
+        self._pending = (pts[cut:], pp[cut:], py[cut:])
+        return pp[:cut], py[:cut]
 
     def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Compare a newly published version with the arm's previous one."""

@@ -88,8 +88,12 @@ class DriftObserver(Protocol):
         """Cycles (after warm-up) the reference lineage must have run before it is read."""
         ...
 
-    def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray) -> None:
-        """Progressive-validation output of the reference lineage on its own traffic."""
+    def observe_predictions(self, arm: str, probs: np.ndarray, labels: np.ndarray,
+                            ts: np.ndarray | None = None) -> None:
+        """Progressive-validation output of the reference lineage on its own traffic.
+
+        ``ts``: each sample's impression time, so the detectors can read in event time.
+        """
         ...
 
     def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray) -> None:

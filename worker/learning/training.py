@@ -170,7 +170,8 @@ class Trainer:
             settled = lin.cycles >= self.cfg.warmup_cycles + self.drift.start_after_cycles
             if lin.kind != "frozen" or settled:
                 own = np.array([s.arm == lin.name for s in fresh])
-                self.drift.observe_predictions(lin.name, probs[own], labels[own])
+                times = np.array([s.ts for s in fresh], np.int64)
+                self.drift.observe_predictions(lin.name, probs[own], labels[own], times[own])
         return auc(labels, probs), logloss(labels, probs)
 
     def _predict(self, model: FreshRecModel, samples: list[Sample]) -> tuple[np.ndarray,

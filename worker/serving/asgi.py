@@ -140,8 +140,8 @@ def declared_length(scope: Scope) -> int:
 
 async def send_json(send: Send, status: int, payload: Any,
                 headers: dict[str, str] | None = None) -> None:
-    """A whole JSON response."""
-    body = encode(payload)
+    """A whole JSON response (``payload`` as bytes: JSON encoded already)."""
+    body = payload if isinstance(payload, bytes) else encode(payload)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -13,15 +13,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
+import orjson
 
 from model_store.base import VersionInfo
 
-__all__ = ["CachedVectors", "VectorReader"]
+__all__ = ["CachedVectors", "VectorReader", "row_json", "rows_json"]
 
 _ABSENT = -1  # index value: the version does not hold this id (unseen ids have none)
+
+
+def row_json(row: np.ndarray) -> bytes:
+    """One float32 vector as a JSON array, each number in its shortest exact form."""
+    return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def rows_json(vecs: np.ndarray, found: np.ndarray) -> list[bytes]:
+    """Each row as JSON, ``null`` where ``found`` is False."""
+    return [row_json(v) if f else b"null" for v, f in zip(vecs, found, strict=True)]
 
 
 class VectorReader(Protocol):
@@ -44,6 +55,9 @@ class _Rows:
         self.index: dict[str, int] = {}
         self.data = np.empty((64, dim), np.float32)
         self.n = 0
+        # Each row's JSON, made on its first JSON answer: encoding floats is most of what a
+        # vector lookup costs, and a row's JSON never changes either.
+        self.json: list[bytes | None] = []
 
     def gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """(vectors, found) if every id was read before, else None."""
@@ -55,6 +69,22 @@ class _Rows:
         out = self.data[np.where(found, ix, 0)]
         out[~found] = np.nan
         return out, found
+
+    def gather_json(self, ids: Sequence[str]) -> list[bytes] | None:
+        """Each id's vector as JSON (``null`` where absent) if every id was read before."""
+        found = list(map(self.index.get, ids))
+        if None in found:
+            return None
+        out, cache = [], self.json
+        for k in cast(list[int], found):
+            if k < 0:
+                out.append(b"null")
+                continue
+            frag = cache[k]
+            if frag is None:
+                frag = cache[k] = row_json(self.data[k])
+            out.append(frag)
+        return out
 
     def add(self, ids: Sequence[str], vecs: np.ndarray, found: np.ndarray) -> None:
         new = [k for k, i in enumerate(ids) if i not in self.index]
@@ -69,6 +99,7 @@ class _Rows:
             if found[k]:
                 self.data[self.n] = vecs[k]
                 self.index[ids[k]] = self.n
+                self.json.append(None)
                 self.n += 1
             else:
                 self.index[ids[k]] = _ABSENT
@@ -114,6 +145,21 @@ class CachedVectors:
             rows.checked = max(rows.checked, now)
             rows.add(ids, vecs, found)
         return version, vecs, found
+
+    def lookup_json(self, arm: str, ids: Sequence[str]) -> tuple[str | None, int, list[bytes]]:
+        """(version, width, each id's vector as JSON or ``null``), from one version."""
+        for _ in range(3):
+            version, vecs, found = self.lookup(arm, ids)
+            if version is None or vecs.shape[1] == 0:
+                return version, int(vecs.shape[1]), [b"null"] * len(ids)
+            with self._lock:
+                rows = self._arms.get(arm)
+                got = rows.gather_json(ids) if rows is not None and rows.version == version \
+                    else None
+            if got is not None:
+                return version, int(vecs.shape[1]), got
+        # The rows moved on between the two steps three times: encode what was read.
+        return version, int(vecs.shape[1]), rows_json(vecs, found)
 
     def info(self, arm: str, version: str) -> VersionInfo | None:
         """The store's metadata of ``version`` (the store caches it)."""

@@ -109,7 +109,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(encode(payload), status, headers, media_type="application/json")
+    body = payload if isinstance(payload, bytes) else encode(payload)
+    return Response(body, status, headers, media_type="application/json")
 
 
 def _describe(errors: Any, prefix: str) -> str:
@@ -130,12 +131,16 @@ class _Handlers:
     def vectors(self, arm: str, query: bytes) -> tuple[Any, dict[str, str]]:
         if not 1 <= len(arm) <= 256 or "/" in arm:
             raise Answer(404, f"unknown arm {arm!r}")
-        ids = query_ids(query, self.cfg.max_ids)
-        version, vecs, found = self._store(lambda: self.service.vectors(arm, ids))
+        ids = list(dict.fromkeys(query_ids(query, self.cfg.max_ids)))  # each id once
+        version, dim, rows = self._store(lambda: self.service.vectors_json(arm, ids))
         self.metrics.served(arm, version)
-        out = {i: (v if f else None) for i, v, f in zip(ids, vecs, found, strict=True)}
-        return ({"arm": arm, "version": version, "dim": int(vecs.shape[1]), "vectors": out},
-                {VERSION_HEADER: version} if version else {})
+        # The answer assembled from each row's JSON (cached with the row): the schema's
+        # {"arm", "version", "dim", "vectors": {id: [floats] | null}}, byte for byte.
+        body = b"".join((b'{"arm":', encode(arm), b',"version":', encode(version),
+                         b',"dim":', str(dim).encode(), b',"vectors":{',
+                         b",".join(encode(i) + b":" + r for i, r in zip(ids, rows, strict=True)),
+                         b"}}"))
+        return body, {VERSION_HEADER: version} if version else {}
 
     def rank(self, body: bytes) -> tuple[Any, dict[str, str]]:
         try:

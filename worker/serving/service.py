@@ -18,7 +18,7 @@ import numpy as np
 from worker.config import ArmSettings
 from worker.experiments.arms import assign_arm
 from worker.experiments.explore import Greedy, Policy, Thompson, make_policy
-from worker.serving.cache import VectorReader
+from worker.serving.cache import CachedVectors, VectorReader, rows_json
 from worker.serving.ranker import ItemStats, Ranker
 
 __all__ = ["RankService", "Slate", "SlateSource", "UnknownArm"]
@@ -92,6 +92,14 @@ class RankService:
                 ) -> tuple[str | None, np.ndarray, np.ndarray]:
         """(version, vectors, found) of ``ids`` in one consistent version of ``arm``."""
         return self.store.lookup(self.check_arm(arm), ids)
+
+    def vectors_json(self, arm: str, ids: Sequence[str]) -> tuple[str | None, int, list[bytes]]:
+        """(version, width, each id's vector as JSON or ``null``), from one version."""
+        arm = self.check_arm(arm)
+        if isinstance(self.store, CachedVectors):
+            return self.store.lookup_json(arm, ids)
+        version, vecs, found = self.store.lookup(arm, ids)
+        return version, int(vecs.shape[1]), rows_json(vecs, found)
 
     def rank(self, user_id: str, recent_items: Sequence[str], candidates: Sequence[str],
              k: int | None = None, arm: str | None = None,

@@ -121,3 +121,46 @@ def test_detectors_can_be_held_through_a_known_transient_then_settle():
     for _ in range(3):
         monitor.observe_predictions("control", np.full(200, 0.1), np.zeros(200))
     assert monitor.settled and len(monitor.loss.values) == 200
+
+
+def _joined_stream(seed: int, seconds: int = 600, shift_at_s: int | None = None):
+    """What a frozen, calibrated model's cycles see: impressions at 20/s, clicks 2 s later,
+    a 5 s join window, and a watermark that moves in 15 s jumps (a lagging partition):
+    positives arrive at click time, negatives in bursts. Yields (probs, labels, ts) per
+    second of arrival."""
+    rng = np.random.default_rng(seed)
+    n = seconds * 20
+    ts = np.sort(rng.uniform(0, seconds * 1000, n)).astype(np.int64)
+    p = rng.beta(3, 7, n)
+    truth = p if shift_at_s is None else np.where(ts >= shift_at_s * 1000,
+                                                   np.minimum(p + 0.2, 1.0), p)
+    y = rng.binomial(1, truth).astype(float)
+    arrive = np.where(y == 1, ts + 2000, ((ts + 5000) // 15_000 + 1) * 15_000)
+    for sec in range(seconds + 30):
+        sel = (arrive >= sec * 1000) & (arrive < (sec + 1) * 1000)
+        if sel.any():
+            yield sec, p[sel], y[sel], ts[sel]
+
+
+def test_detectors_read_the_join_in_event_time_so_a_stationary_stream_stays_quiet():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    arrival = DriftMonitor(DriftSettings(), "control")
+    event_time = DriftMonitor(DriftSettings(), "control")
+    alerts_arrival = alerts_event = 0
+    for _, p, y, ts in _joined_stream(5):
+        arrival.observe_predictions("control", p, y)  # the old reading: arrival order
+        event_time.observe_predictions("control", p, y, ts)
+        alerts_arrival += any(arrival.alerts().values())
+        alerts_event += any(event_time.alerts().values())
+    assert alerts_arrival > 50  # the label mix swinging with the watermark looked like drift
+    assert alerts_event == 0 and event_time.loss.detections == 0
+    assert event_time.seen > 11_000  # everything but the last window reached the detectors
+    shifted = DriftMonitor(DriftSettings(), "control")
+    first = None
+    for sec, p, y, ts in _joined_stream(6, shift_at_s=300):
+        shifted.observe_predictions("control", p, y, ts)
+        if first is None and shifted.alerts()["loss_adwin"]:
+            first = sec
+    assert first is not None and 300 < first < 360  # a real change still shows, soon

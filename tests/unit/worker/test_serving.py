@@ -191,3 +191,19 @@ def test_cached_vectors_answer_from_one_version_and_see_a_flip_within_the_max_ag
     version, vecs, _ = cached.lookup("a", ["i0", "i1", "i2", "i3", "i4"])  # over max_rows
     assert version == "v2" and (vecs == 2.0).all() and len(calls) == 3
     assert cached.lookup("a", ["i4"])[0] == "v2" and len(calls) == 3
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_lookup_json_is_exact_float32_whether_assembled_from_cached_rows_or_not(cached):
+    store = published()
+    reader = CachedVectors(store) if cached else store
+    svc = RankService(reader, load_settings().experiment.arms)
+    c = TestClient(create_app(svc, ServeSettings()), raise_server_exceptions=False)
+    ids = [IDS[7], "missing", IDS[3], IDS[7], 'q"uote\\']
+    for _ in range(2):  # the second answer comes from the cache when there is one
+        body = c.get("/v1/arms/fresh/vectors", params=[("ids", i) for i in ids]).json()
+        assert list(body["vectors"]) == [IDS[7], "missing", IDS[3], 'q"uote\\']  # each once
+        _, want, _ = store.lookup("fresh", [IDS[7], IDS[3]])
+        got = np.array([body["vectors"][IDS[7]], body["vectors"][IDS[3]]], np.float32)
+        np.testing.assert_array_equal(got, want)  # shortest float32 text parses back exactly
+        assert body["vectors"]["missing"] is None and body["vectors"]['q"uote\\'] is None
