@@ -5,8 +5,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
+from worker.config import load_settings
 from worker.tools.cli import _parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -43,3 +45,53 @@ def test_prometheus_scrapes_the_worker_and_the_service():
     targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
     assert {"worker:9108", "serve:8080"} <= targets
+
+
+def manifests() -> list[dict]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "freshrec.yaml").read_text()) if d]
+
+
+def test_kubernetes_manifests_validate_against_the_api_schema_strictly():
+    import kubernetes_validate
+
+    docs = manifests()
+    assert {d["kind"] for d in docs} >= {"ConfigMap", "StatefulSet", "Deployment", "Service"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31.0", strict=True)
+    broken = next(d for d in docs if d["kind"] == "Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(broken))
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    with pytest.raises(kubernetes_validate.ValidationError):  # the validator does bite
+        kubernetes_validate.validate(broken, "1.31.0", strict=True)
+
+
+def test_kubernetes_workloads_probe_and_expose_what_freshrec_serves():
+    parser = _parser()
+    docs = manifests()
+    env = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        settings = load_settings(None, {})
+    assert settings.redis.url == env["FRESHREC_REDIS__URL"]
+    workloads = {d["metadata"]["name"]: d for d in docs
+                 if d["kind"] in ("StatefulSet", "Deployment")}
+    assert workloads["freshrec-worker"]["kind"] == "StatefulSet"
+    assert workloads["freshrec-worker"]["spec"]["replicas"] == 1  # one publisher per arm
+    for name, doc in workloads.items():
+        pod = doc["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        args = parser.parse_args(container["args"])
+        port = args.metrics_port if args.command == "run" else args.port
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port), name
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path and ports[get["port"]] == port, (name, probe)
+    worker = workloads["freshrec-worker"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    ckpt = next(e["value"] for e in container["env"]
+                if e["name"] == "FRESHREC_STORE__CHECKPOINT_DIR")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
+    assert any(ckpt.startswith(path) and name in claims for name, path in mounts.items())
