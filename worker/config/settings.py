@@ -187,6 +187,8 @@ class DriftSettings(_Section):
     label_p_value: float = Field(0.001, gt=0, lt=1)
     embedding_moved_cosine: float = Field(0.9, gt=-1, lt=1)
     embedding_alert_share: float = Field(0.5, gt=0, le=1)
+    # versions in a row over the share before the alert: one jumpy version is not a shift
+    embedding_alert_versions: int = Field(3, ge=1)
     hold_cycles: int = Field(10, ge=1)  # an ADWIN detection keeps its alert up this long
     boost_recent_share: float = Field(0.9, ge=0, le=1)  # replay mix while data drift alerts
     boost_cycles: int = Field(10, ge=0)

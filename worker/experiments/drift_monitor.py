@@ -39,6 +39,7 @@ class DriftMonitor:
         self._rng = np.random.default_rng(0)
         self._last_vectors: dict[str, tuple[list[str], np.ndarray]] = {}
         self.embedding: dict[str, tuple[float, float]] = {}
+        self._moved_streak: dict[str, int] = {}  # versions in a row over the moved share
         self.seen = 0  # reference samples offered so far (the first start_after_samples skipped)
         self._settle_until = cfg.start_after_samples
         # Event-time release (see observe_predictions): labels are final up to _final_ts.
@@ -117,6 +118,8 @@ class DriftMonitor:
         if prev is not None:
             self.embedding[arm] = embedding_drift(prev[0], prev[1], ids, vectors,
                                                   self.cfg.embedding_moved_cosine)
+            over = self.embedding[arm][1] > self.cfg.embedding_alert_share
+            self._moved_streak[arm] = self._moved_streak.get(arm, 0) + 1 if over else 0
         self._last_vectors[arm] = (list(ids), np.array(vectors, copy=True))
 
     def alerts(self) -> dict[str, bool]:
@@ -150,7 +153,8 @@ class DriftMonitor:
                            "last_change": self.loss.last_change},
             "label_ctr": {"score": self.label.score, "alert": alerts["label_ctr"]},
             "embedding": {arm: {"mean_cosine_shift": s, "moved_share": m,
-                                "alert": self.settled and m > self.cfg.embedding_alert_share}
+                                "alert": self.settled and self._moved_streak.get(arm, 0)
+                                >= self.cfg.embedding_alert_versions}
                           for arm, (s, m) in self.embedding.items()},
         }
         return snap

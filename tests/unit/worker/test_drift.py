@@ -164,3 +164,26 @@ def test_detectors_read_the_join_in_event_time_so_a_stationary_stream_stays_quie
         if first is None and shifted.alerts()["loss_adwin"]:
             first = sec
     assert first is not None and 300 < first < 360  # a real change still shows, soon
+
+
+def test_embedding_alert_needs_several_versions_in_a_row_that_moved_most_items():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
+    rng = np.random.default_rng(7)
+    ids = [f"i{k}" for k in range(200)]
+    base = rng.normal(size=(200, 8))
+    monitor = DriftMonitor(DriftSettings(), "control")  # embedding_alert_versions = 3
+
+    def alert() -> bool:
+        return monitor.snapshot()["embedding"]["fresh"]["alert"]
+
+    monitor.observe_publish("fresh", ids, base)
+    monitor.observe_publish("fresh", ids, rng.normal(size=(200, 8)))  # one jumpy version
+    monitor.observe_publish("fresh", ids, monitor._last_vectors["fresh"][1] * 1.01)
+    assert not alert()
+    for _ in range(2):
+        monitor.observe_publish("fresh", ids, rng.normal(size=(200, 8)))
+        assert not alert()
+    monitor.observe_publish("fresh", ids, rng.normal(size=(200, 8)))  # the third in a row
+    assert alert()
