@@ -14,7 +14,9 @@ partitions. Each side reads the same backlog in its own consumer group:
 
 A backlog drains at the highest rate the worker sustains, so the drain rate of each side
 is the figure (done = every partition read to its end, and for the full worker every
-sample trained on by a cycle). Prints both and ``ratio full/ingest-only``.
+sample handed to a training cycle: under a backlog a cycle trains on up to
+``max_steps_per_cycle`` batches of them, the rest through the recent replay window).
+Prints both and ``ratio full/ingest-only``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def read_to_end(worker: Worker, ends: dict[tuple[str, int], int]) -> bool:
 
 def drain(worker: Worker, ends: dict[tuple[str, int], int], trained: bool,
           timeout_s: float) -> float:
-    """Seconds until the backlog is read (and, with a trainer, every sample trained on)."""
+    """Seconds until the backlog is read (and, with a trainer, taken by a cycle)."""
     start = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
