@@ -63,10 +63,6 @@ def produce_events(options: dict[str, Any], events_topic: str, items: int,
     producer.flush()
 
 
-def read_to_end(worker: Worker, ends: dict[tuple[str, int], int]) -> bool:
-    return all(worker.pipeline.offsets.get(tp, 0) >= end for tp, end in ends.items())
-
-
 def drain(worker: Worker, ends: dict[tuple[str, int], int], trained: bool,
           timeout_s: float) -> float:
     """Seconds until the backlog is read (and, with a trainer, taken by a cycle)."""
@@ -74,7 +70,8 @@ def drain(worker: Worker, ends: dict[tuple[str, int], int], trained: bool,
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         worker.run_once()
-        if read_to_end(worker, ends) and (not trained or (
+        read_all = all(worker.pipeline.offsets.get(tp, 0) >= end for tp, end in ends.items())
+        if read_all and (not trained or (
                 worker.pipeline.pending() == 0 and not worker.cycle_running)):
             seconds = time.perf_counter() - start
             worker.checkpoint()

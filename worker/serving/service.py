@@ -88,11 +88,6 @@ class RankService:
             raise UnknownArm(f"unknown arm {arm!r}; arms: {sorted(self._names)}")
         return arm
 
-    def vectors(self, arm: str, ids: Sequence[str]
-                ) -> tuple[str | None, np.ndarray, np.ndarray]:
-        """(version, vectors, found) of ``ids`` in one consistent version of ``arm``."""
-        return self.store.lookup(self.check_arm(arm), ids)
-
     def vectors_json(self, arm: str, ids: Sequence[str]) -> tuple[str | None, int, list[bytes]]:
         """(version, width, each id's vector as JSON or ``null``), from one version."""
         arm = self.check_arm(arm)
