@@ -19,6 +19,7 @@ import numpy as np
 import redis
 import torch
 
+from consumers.columns import SampleRows
 from consumers.events import Sample
 from consumers.replay import ReplayBuffers
 from model_store.base import VersionInfo
@@ -46,10 +47,16 @@ def train_rate(items: int, steps: int, batch: int, device: torch.device) -> floa
                       store=None, device=device)  # type: ignore[arg-type]
     lin = trainer.lineages["a"]
     lin.grow(len(table))
-    trainer._step(lin, make_batch(buffers.sample(batch), table, device))  # warm-up
+    def step() -> None:
+        samples = buffers.sample(batch)
+        cols = SampleRows.of(samples, table.index)
+        rows = np.concatenate([cols.item, np.maximum(cols.hist.ravel(), 0)])
+        trainer._step(lin, make_batch(samples, table, device), rows)
+
+    step()  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._step(lin, make_batch(buffers.sample(batch), table, device))
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - start)

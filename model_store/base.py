@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["PinnedError", "VectorStore", "VersionInfo", "StoreUnavailable"]
+__all__ = ["PinnedError", "StaleParentError", "StoreUnavailable", "VectorStore", "VersionInfo"]
 
 
 class StoreUnavailable(ConnectionError):
@@ -21,6 +21,14 @@ class StoreUnavailable(ConnectionError):
 
 class PinnedError(RuntimeError):
     """The arm is pinned to a version by a rollback; publishing would undo the rollback."""
+
+
+class StaleParentError(RuntimeError):
+    """A delta publish named a parent that is no longer the arm's current version.
+
+    Another publisher or a rollback moved the pointer; the delta would lose their rows,
+    so nothing was made current. The caller publishes a full version instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,17 @@ class VersionInfo:
     extra: dict[str, str] = field(default_factory=dict)
     #: vector added to the pooled history vectors to make a user vector (little-endian f32)
     user_prior: bytes = b""
+    #: a delta version's ancestors, parent first, comma-separated ("" for a full version);
+    #: set by the store when it publishes with ``parent``
+    base_layers: str = ""
+
+    def layers(self) -> list[str]:
+        """Versions whose rows make this one up, newest first: itself, then its ancestors.
+
+        An item's vector is its row in the first layer that has one.
+        """
+        return [self.version, *self.base_layers.split(",")] if self.base_layers \
+            else [self.version]
 
 
 class VectorStore(Protocol):
@@ -51,11 +70,21 @@ class VectorStore(Protocol):
       * Only the newest ``retention`` versions are kept; older ones are deleted on publish.
       * A version's vectors never change once published: :meth:`publish` refuses a name
         that is still retained (``ValueError``), so readers may cache by version.
+      * Delta versions: published with ``parent`` (the current version), a version holds
+        only the rows that changed and reads every other row from its ancestors. It is
+        still whole and atomic to readers, and an ancestor's rows are kept while any
+        retained version needs them, so retention costs the changed rows per version,
+        not the catalog. :meth:`publish` raises :class:`StaleParentError` (and changes
+        nothing readers see) if ``parent`` is no longer current.
     """
 
     def publish(self, arm: str, version: str, ids: Sequence[str], vectors: np.ndarray,
-                info: VersionInfo) -> None:
-        """Write ``vectors`` (n x dim float32) under ``version`` and make it current."""
+                info: VersionInfo, parent: str | None = None) -> None:
+        """Write ``vectors`` (n x dim float32) under ``version`` and make it current.
+
+        ``parent``: publish a delta over that version (which must be current): ``ids``
+        are only the new and changed rows; ``info.item_count`` counts them all.
+        """
         ...
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:

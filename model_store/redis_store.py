@@ -6,8 +6,13 @@ Redis Cluster slot, so its Lua scripts stay atomic there too):
     p:{p:a}:current          string  the version serving reads
     p:{p:a}:versions         list    retained versions, newest first
     p:{p:a}:pinned           string  set by rollback: publishing is refused until unpinned
+    p:{p:a}:layers           set     versions whose rows are stored (retained + ancestors)
     p:{p:a}:vec:<version>    hash    item_id -> little-endian float32 bytes
     p:{p:a}:meta:<version>   hash    dim, dtype, item_count, created_at, model_version, ...
+
+A delta version's ``vec`` hash holds only the rows it changed; ``meta`` field
+``base_layers`` lists its ancestors (parent first), and a reader takes each item's row
+from the first layer that has it. Retention keeps every layer a retained version reads.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import numpy as np
 import redis
 
-from model_store.base import PinnedError, StoreUnavailable, VersionInfo
+from model_store.base import PinnedError, StaleParentError, StoreUnavailable, VersionInfo
+from model_store.redis_scripts import FLIP, ROLLBACK
 
 __all__ = ["RedisVectorStore", "connect", "translate_errors"]
 
@@ -73,32 +79,6 @@ def connect(url: str, password: str | None = None, timeout_s: float = 10.0,
     return redis.Redis.from_url(url, **kwargs)
 
 
-_FLIP = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('PINNED') end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('LREM', KEYS[2], 0, ARGV[1])  -- a version published again is listed once
-redis.call('LPUSH', KEYS[2], ARGV[1])
-local old = redis.call('LRANGE', KEYS[2], tonumber(ARGV[2]), -1)
-for _, v in ipairs(old) do
-  redis.call('UNLINK', ARGV[3] .. 'vec:' .. v, ARGV[3] .. 'meta:' .. v)
-end
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-return 1
-"""
-
-_ROLLBACK = """
-local cur = redis.call('GET', KEYS[1])
-if not cur then return redis.error_reply('NO_VERSION') end
-local vs = redis.call('LRANGE', KEYS[2], 0, -1)
-local idx = nil
-for i, v in ipairs(vs) do if v == cur then idx = i end end
-if (not idx) or idx >= #vs then return redis.error_reply('NO_OLDER') end
-local target = vs[idx + 1]
-redis.call('SET', KEYS[1], target)
-redis.call('SET', KEYS[3], target)
-return target
-"""
-
 _INFO_CACHE = 256  # cached version metadata entries before the cache is cleared
 _CHUNK = 4000  # ids per HSET/HMGET call: under Lua's unpack limit, small enough not to stall
 
@@ -119,8 +99,8 @@ class RedisVectorStore:
         self.client: Any = client  # redis.Redis or a cluster client; bytes responses
         self.prefix = prefix
         self.retention = retention
-        self._flip = client.register_script(_FLIP)
-        self._rollback = client.register_script(_ROLLBACK)
+        self._flip = client.register_script(FLIP)
+        self._rollback = client.register_script(ROLLBACK)
         # A version's vectors and metadata never change once written, so its metadata is
         # cached by (arm, version), and the last version seen per arm is where a lookup
         # reads first: one round trip while the pointer stays, and a flip or rollback is
@@ -133,13 +113,24 @@ class RedisVectorStore:
         return f"{self.prefix}:{{{self.prefix}:{arm}}}:"
 
     def publish(self, arm: str, version: str, ids: Sequence[str], vectors: np.ndarray,
-                info: VersionInfo) -> None:
-        """Write the version in chunks (invisible until the flip), then flip atomically."""
+                info: VersionInfo, parent: str | None = None) -> None:
+        """Write the version in chunks (invisible until the flip), then flip atomically.
+
+        With ``parent``, only ``ids`` are written and the flip checks, in the same script,
+        that ``parent`` is still current.
+        """
         base = self.base(arm)
         if self.client.exists(base + "pinned"):
             raise PinnedError(f"arm {arm!r} is pinned by a rollback; unpin to publish")
         if self.client.exists(f"{base}meta:{version}", f"{base}vec:{version}"):
             raise ValueError(f"arm {arm!r}: version {version!r} exists; names are not reused")
+        base_layers = ""
+        if parent is not None:
+            parent_info = self.info(arm, parent)
+            if parent_info is None:
+                raise StaleParentError(f"arm {arm!r}: parent {parent!r} is gone")
+            base_layers = ",".join(parent_info.layers())
+        info = replace(info, base_layers=base_layers)
         vecs = np.ascontiguousarray(vectors, dtype="<f4")
         if vecs.ndim != 2 or vecs.shape[0] != len(ids):
             raise ValueError(f"vectors shape {vecs.shape} does not match {len(ids)} ids")
@@ -154,12 +145,15 @@ class RedisVectorStore:
         pipe.hset(f"{base}meta:{version}", mapping=_info_to_hash(info))
         pipe.execute()
         try:
-            self._flip(keys=[base + "current", base + "versions", base + "pinned"],
-                       args=[version, self.retention, base])
+            self._flip(keys=[base + "current", base + "versions", base + "pinned",
+                             base + "layers"],
+                       args=[version, self.retention, base, parent or ""])
         except redis.ResponseError as exc:
             self.client.unlink(vec_key, f"{base}meta:{version}")
             if "PINNED" in str(exc):
                 raise PinnedError(f"arm {arm!r} was pinned during publish") from exc
+            if "STALE" in str(exc):
+                raise StaleParentError(f"arm {arm!r}: {parent!r} is no longer current") from exc
             raise
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
@@ -175,17 +169,26 @@ class RedisVectorStore:
         """One MULTI/EXEC: GET the pointer and HMGET the ids from the version read last.
 
         If the pointer still names that version, the vectors are that version's, whole
-        (the transaction is atomic and a current version is never deleted); if it moved,
-        the next attempt reads the version it names. Cheaper than a Lua script doing the
-        same: Redis does not copy the replies through Lua tables.
+        (the transaction is atomic and a current version's layers are never deleted); if
+        it moved, the next attempt reads the version it names. Cheaper than a Lua script
+        doing the same: Redis does not copy the replies through Lua tables. A delta
+        version costs one HMGET per layer.
         """
         base = self.base(arm)
         guess = self._last.get(arm)
+        layers = []
+        if guess is not None:
+            guess_info = self.info(arm, guess)
+            if guess_info is None:  # retired: read the pointer alone
+                guess = None
+                del self._last[arm]
+            else:
+                layers = guess_info.layers()
         pipe = self.client.pipeline(transaction=True)
         pipe.get(base + "current")
-        if guess is not None:
+        for layer in layers:
             for start in range(0, len(ids), _CHUNK):
-                pipe.hmget(f"{base}vec:{guess}", ids[start:start + _CHUNK])
+                pipe.hmget(f"{base}vec:{layer}", ids[start:start + _CHUNK])
         version_b, *chunks = pipe.execute()
         if not version_b:
             return None, np.zeros((len(ids), 0), np.float32), np.zeros(len(ids), bool)
@@ -196,7 +199,11 @@ class RedisVectorStore:
         info = self.info(arm, version)
         if info is None or info.dim == 0:
             return None
-        values = [v for chunk in chunks for v in chunk]
+        per_layer = len(chunks) // max(len(layers), 1)
+        values = [v for chunk in chunks[:per_layer] for v in chunk]
+        for k in range(1, len(layers)):  # older layers fill what newer ones lack
+            older = [v for chunk in chunks[k * per_layer:(k + 1) * per_layer] for v in chunk]
+            values = [v if v is not None else o for v, o in zip(values, older, strict=True)]
         found = np.fromiter((bool(v) for v in values), bool, len(values))
         rows = np.frombuffer(b"".join(v for v in values if v), "<f4").reshape(-1, info.dim)
         if found.all():
@@ -251,17 +258,27 @@ class RedisVectorStore:
         return got.decode() if got else None
 
     def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
-        """Every item of the current version (HGETALL of one immutable hash)."""
+        """Every item of the current version (HGETALL of each immutable layer)."""
         base = self.base(arm)
         for _ in range(5):
-            version = self.client.get(base + "current")
-            if not version:
+            version_b = self.client.get(base + "current")
+            if not version_b:
                 return None, [], np.zeros((0, 0), np.float32)
-            data = self.client.hgetall(f"{base}vec:{version.decode()}")
-            if data:
+            version = version_b.decode()
+            info = self.info(arm, version)
+            if info is None:
+                continue
+            pipe = self.client.pipeline(transaction=True)
+            for layer in info.layers():
+                pipe.hgetall(f"{base}vec:{layer}")
+            layers = pipe.execute()
+            data: dict[bytes, bytes] = {}
+            for layer_data in reversed(layers):  # oldest first, newest wins
+                data.update(layer_data)
+            if layers[-1]:  # the full base layer is there: nothing was retired meanwhile
                 ids = [k.decode() for k in data]
                 mat = np.frombuffer(b"".join(data.values()), "<f4").reshape(len(ids), -1)
-                return version.decode(), ids, mat.copy()
+                return version, ids, mat.copy()
         raise RuntimeError(f"arm {arm!r}: current version kept vanishing")
 
 
@@ -276,4 +293,5 @@ def _info_from_hash(data: dict[bytes, bytes]) -> VersionInfo:
     return VersionInfo(
         version=d["version"].decode(), dim=int(d["dim"]), item_count=int(d["item_count"]),
         created_at=d["created_at"].decode(), model_version=d["model_version"].decode(),
-        dtype=d["dtype"].decode(), extra=json.loads(d["extra"]), user_prior=d["user_prior"])
+        dtype=d["dtype"].decode(), extra=json.loads(d["extra"]), user_prior=d["user_prior"],
+        base_layers=d.get("base_layers", b"").decode())

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from model_store.base import PinnedError, VersionInfo
+from model_store.base import PinnedError, StaleParentError, VersionInfo
 from model_store.memory_store import MemoryVectorStore
 from model_store.redis_store import RedisVectorStore
 
@@ -129,3 +129,58 @@ def test_all_vectors_returns_every_item(store):
     version, ids, mat = store.all_vectors("a")
     assert version == "v1" and sorted(ids) == ["x", "y"]
     assert mat.shape == (2, 2)
+
+
+def test_a_delta_version_reads_unchanged_rows_from_its_parent(store):
+    ids = ["x", "y", "z"]
+    store.publish("d", "v1", ids, vecs(3, 2, 1.0), info("v1", 3, 2))
+    # v2 changes y and adds w; x and z come from v1.
+    store.publish("d", "v2", ["y", "w"], np.full((2, 2), 7.0, np.float32), info("v2", 4, 2),
+                  parent="v1")
+    version, got, found = store.lookup("d", ["x", "y", "z", "w", "nope"])
+    assert version == "v2" and found.tolist() == [True, True, True, True, False]
+    np.testing.assert_array_equal(got[:4], [vecs(3, 2, 1.0)[0], [7, 7], vecs(3, 2, 1.0)[2],
+                                            [7, 7]])
+    assert store.current("d").layers() == ["v2", "v1"]
+    version, all_ids, mat = store.all_vectors("d")
+    assert version == "v2" and sorted(all_ids) == ["w", "x", "y", "z"]
+    np.testing.assert_array_equal(mat[all_ids.index("y")], [7, 7])
+    # Rollback to the parent sees its own rows again.
+    assert store.rollback("d") == "v1"
+    np.testing.assert_array_equal(store.lookup("d", ["y"])[1][0], vecs(3, 2, 1.0)[1])
+
+
+def test_retention_keeps_the_layers_retained_deltas_read(store):
+    ids = [f"i{k}" for k in range(5)]
+    store.publish("r", "v0", ids, vecs(5, 2, 0.0), info("v0", 5, 2))
+    for k in range(1, 7):  # a chain of six deltas, each changing one row
+        store.publish("r", f"v{k}", [f"i{k % 5}"], np.full((1, 2), 100.0 + k, np.float32),
+                      info(f"v{k}", 5, 2), parent=f"v{k - 1}")
+    assert store.versions("r") == ["v6", "v5", "v4"]
+    version, got, found = store.lookup("r", ids)
+    assert version == "v6" and found.all()
+    np.testing.assert_array_equal(got[:, 0], [105.0, 106.0, 102.0, 103.0, 104.0])
+    assert store.info("r", "v0").layers() == ["v0"]  # the base is still read by v4..v6
+    # A full version retires the chain once no retained version reads it.
+    for k in range(7, 10):
+        store.publish("r", f"v{k}", ids, vecs(5, 2, float(k)), info(f"v{k}", 5, 2))
+    assert store.versions("r") == ["v9", "v8", "v7"]
+    if isinstance(store, MemoryVectorStore):
+        assert store.info("r", "v0") is None and store.info("r", "v6") is None
+    else:  # every retired layer's keys are gone
+        keys = {k.decode() for k in store.client.scan_iter(match=store.base("r") + "*",
+                                                           count=1000)}
+        assert keys == {store.base("r") + suffix for suffix in (
+            "current", "versions", "layers", "vec:v7", "vec:v8", "vec:v9",
+            "meta:v7", "meta:v8", "meta:v9")}
+
+
+def test_a_delta_over_a_version_that_is_not_current_is_refused(store):
+    store.publish("s", "v1", ["x"], vecs(1, 2, 1.0), info("v1", 1, 2))
+    store.publish("s", "v2", ["x"], vecs(1, 2, 2.0), info("v2", 1, 2))
+    with pytest.raises(StaleParentError):
+        store.publish("s", "v3", ["x"], vecs(1, 2, 3.0), info("v3", 1, 2), parent="v1")
+    assert store.lookup("s", ["x"])[0] == "v2"
+    assert store.versions("s") == ["v2", "v1"]
+    store.publish("s", "v3", ["x"], vecs(1, 2, 3.0), info("v3", 1, 2), parent="v2")
+    assert store.lookup("s", ["x"])[0] == "v3"

@@ -122,6 +122,13 @@ class TrainingSettings(_Section):
     gate_max_rejections: int = Field(5, ge=1)
     holdout_share: float = Field(0.1, ge=0, lt=1)
     warmup_cycles: int = Field(5, ge=0)
+    # After warm-up, the dense parameters every item row depends on train every Nth cycle
+    # (1: every cycle); sparse rows train every cycle, and versions between dense cycles
+    # are published as deltas of the rows that changed.
+    dense_every_cycles: int = Field(10, ge=1)
+    # Layers a delta version may read (itself + ancestors) before a full version is
+    # published again; 1 publishes every version in full.
+    publish_max_layers: int = Field(8, ge=1)
     # Cycles on a trainer thread while ingestion goes on (False: inline on the poll loop).
     overlap: bool = True
     distill_weight: float = Field(0.5, ge=0, le=1)

@@ -86,13 +86,20 @@ def embedding_drift(ids_a: Sequence[str], vecs_a: np.ndarray, ids_b: Sequence[st
     if not pairs:
         return 0.0, 0.0
     ka, kb = (np.array(x) for x in zip(*pairs, strict=True))
-    a, b = vecs_a[ka], vecs_b[kb]
+    shift = cosine_shift(vecs_a[ka], vecs_b[kb])
+    return float(np.mean(shift)), float(np.mean(shift > 1 - moved_cosine))
+
+
+def cosine_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - cos`` of each row pair; 0 for a row that did not change, even a zero one.
+
+    A zero vector (an item no model has learnt yet) has an undefined cosine: unchanged, it
+    has not moved, so it counts as cosine 1, not 0.
+    """
     norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     cos = np.sum(a * b, axis=1) / np.maximum(norm_a * norm_b, 1e-12)
-    # A vector that did not change has not moved, even when it is zero (an item no model
-    # has learnt yet): its cosine is undefined, so it counts as 1, not 0.
     cos[np.all(a == b, axis=1)] = 1.0
-    return float(np.mean(1 - cos)), float(np.mean(cos < moved_cosine))
+    return np.asarray(1 - cos)
 
 
 class Adwin:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from worker.config import DriftSettings
-from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, embedding_drift
+from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, cosine_shift
 
 __all__ = ["DriftMonitor"]
 
@@ -37,7 +37,8 @@ class DriftMonitor:
         self._adwin_hold = 0
         self._boost_left = 0
         self._rng = np.random.default_rng(0)
-        self._last_vectors: dict[str, tuple[list[str], np.ndarray]] = {}
+        # Each arm's last published vectors: id -> row, and the rows (grown by deltas).
+        self._last_vectors: dict[str, tuple[dict[str, int], np.ndarray]] = {}
         self.embedding: dict[str, tuple[float, float]] = {}
         self._moved_streak: dict[str, int] = {}  # versions in a row over the moved share
         self.seen = 0  # reference samples offered so far (the first start_after_samples skipped)
@@ -112,15 +113,41 @@ class DriftMonitor:
         self._pending = (pts[cut:], pp[cut:], py[cut:])
         return pp[:cut], py[:cut]
 
-    def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Compare a newly published version with the arm's previous one."""
+    def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray,
+                        delta: bool = False) -> None:
+        """Compare a newly published version with the arm's previous one.
+
+        ``delta``: ``ids`` are only the rows that changed (a delta version); every other
+        item kept its vector, so it counts as not moved. The shares are over the items
+        the previous version had, either way.
+        """
+        vectors = np.asarray(vectors, np.float32)
         prev = self._last_vectors.get(arm)
+        if prev is None or not delta:
+            index, mat = {i: k for k, i in enumerate(ids)}, np.array(vectors, copy=True)
+        else:
+            index, mat = prev
         if prev is not None:
-            self.embedding[arm] = embedding_drift(prev[0], prev[1], ids, vectors,
-                                                  self.cfg.embedding_moved_cosine)
+            old_index, old_mat = prev
+            pairs = [(k, old_index[i]) for k, i in enumerate(ids) if i in old_index]
+            shift = np.zeros(0)
+            if pairs:
+                new_k, old_k = (np.array(x) for x in zip(*pairs, strict=True))
+                shift = cosine_shift(old_mat[old_k], vectors[new_k])
+            moved = float(np.sum(shift > 1 - self.cfg.embedding_moved_cosine))
+            base = len(old_index) if delta else len(pairs)
+            self.embedding[arm] = ((float(shift.sum()) / base, moved / base) if base
+                                   else (0.0, 0.0))
             over = self.embedding[arm][1] > self.cfg.embedding_alert_share
             self._moved_streak[arm] = self._moved_streak.get(arm, 0) + 1 if over else 0
-        self._last_vectors[arm] = (list(ids), np.array(vectors, copy=True))
+        if prev is not None and delta:
+            new = [i for i in ids if i not in index]
+            if new:
+                first = len(index)
+                index.update((i, first + k) for k, i in enumerate(new))
+                mat = np.concatenate([mat, np.zeros((len(new), mat.shape[1]), np.float32)])
+            mat[[index[i] for i in ids]] = vectors
+        self._last_vectors[arm] = (index, mat)
 
     def alerts(self) -> dict[str, bool]:
         """Current alert flag per data-drift signal."""

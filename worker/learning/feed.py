@@ -96,8 +96,9 @@ class DriftObserver(Protocol):
         """
         ...
 
-    def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """A lineage published these vectors (rows in ``ids`` order)."""
+    def observe_publish(self, arm: str, ids: Sequence[str], vectors: np.ndarray,
+                        delta: bool = False) -> None:
+        """A lineage published these vectors, in ``ids`` order (``delta``: changed rows only)."""
         ...
 
     def next_recent_share(self, default: float | None) -> float | None:

@@ -28,6 +28,10 @@ class ItemTable:
         self.index = RowIndex() if index is None else index
         self.semantic = torch.zeros(1024, text_dim, device=self.device)
         self.has_text = np.zeros(1024, bool)
+        # Text epochs: each set_semantic call is one; a row remembers the last that wrote
+        # it, so a publish finds the rows whose text changed since its parent in one scan.
+        self.epoch = 0
+        self.text_epoch = np.zeros(1024, np.int64)
         self.sync()
 
     @property
@@ -78,6 +82,12 @@ class ItemTable:
         idx = self.lookup(item_ids)
         self.semantic[idx] = torch.as_tensor(vectors, dtype=torch.float32, device=self.device)
         self.has_text[idx] = True
+        self.epoch += 1
+        self.text_epoch[idx] = self.epoch
+
+    def text_changed_since(self, epoch: int, n: int) -> np.ndarray:
+        """Rows below ``n`` whose text was set after ``epoch``."""
+        return np.flatnonzero(self.text_epoch[:n] > epoch)
 
     def _grow(self, need: int) -> None:
         cap = self.capacity
@@ -87,7 +97,9 @@ class ItemTable:
         semantic[: self.capacity] = self.semantic
         has_text = np.zeros(cap, bool)
         has_text[: self.capacity] = self.has_text
-        self.semantic, self.has_text = semantic, has_text
+        text_epoch = np.zeros(cap, np.int64)
+        text_epoch[: self.capacity] = self.text_epoch
+        self.semantic, self.has_text, self.text_epoch = semantic, has_text, text_epoch
 
     def state(self) -> tuple[list[str], dict[str, np.ndarray]]:
         """Ids in row order, and the arrays to checkpoint."""
@@ -106,6 +118,8 @@ class ItemTable:
             self.index.reset(ids)
         self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
         self.has_text = np.zeros(1024, bool)
+        self.text_epoch = np.zeros(1024, np.int64)
+        self.epoch = 0  # a lineage's first publish after a restore is a full one
         self.sync()
         n = len(ids)
         self.semantic[:n] = torch.as_tensor(tensors["items/semantic"], device=self.device)

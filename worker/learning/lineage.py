@@ -34,6 +34,16 @@ class Lineage:
         self.cycles = 0
         self.published: str | None = None
         self.rejected_in_a_row = 0  # gate rejections since the last publish
+        # Delta publishing. The served copy is what ``delta_base`` holds (it was published
+        # from it, or promoted to it); the candidate differs from it in ``touched`` rows,
+        # and everywhere if ``dense_changed``. Rows new or re-encoded since the base are
+        # found from ``base_rows`` and the item table's text epoch ``base_epoch``.
+        self.delta_base: str | None = None  # None: the next publish is a full one
+        self.base_layers = 0  # layers delta_base reads (1: a full version)
+        self.base_rows = 0
+        self.base_epoch = 0
+        self.touched = np.zeros(model.capacity, bool)
+        self.dense_changed = False
         self._build_optimisers()
 
     def _build_optimisers(self) -> None:
@@ -44,6 +54,18 @@ class Lineage:
         """Whether this cycle updates weights (frozen lineages stop after warm-up)."""
         return self.kind != "frozen" or self.cycles < warmup_cycles
 
+    def dense_cycle(self, warmup_cycles: int, every: int) -> bool:
+        """Whether this cycle trains the dense parameters every item row depends on.
+
+        Sparse rows (each item's collaborative vector and bias) learn every cycle; the
+        dense ones (text projection, mixing weight, global bias) during warm-up and then
+        every ``every`` cycles. Between those, a version changes only the rows that were
+        trained, new or re-encoded, and is published as a delta. Dense parameters drift
+        slowly, so production systems sync them less often than sparse ones (Monolith,
+        Liu et al. 2022, syncs sparse rows by the minute and dense ones by the day).
+        """
+        return self.cycles < warmup_cycles or self.cycles % every == 0
+
     def grow(self, rows: int) -> None:
         """Make room for ``rows`` items in both copies, keeping SparseAdam moments."""
         old_params = self.model.sparse_parameters()
@@ -51,6 +73,8 @@ class Lineage:
         if not self.model.grow(rows):
             return
         self.served.grow(rows)
+        self.touched = np.concatenate(
+            [self.touched, np.zeros(self.model.capacity - len(self.touched), bool)])
         self.opt_sparse = torch.optim.SparseAdam(self.model.sparse_parameters(), lr=self.lr)
         for param, state in zip(self.model.sparse_parameters(), old_state, strict=True):
             if state:
@@ -61,21 +85,56 @@ class Lineage:
                 }
         # Adam keys its state by parameter object; dense parameters did not change.
 
-    def step(self, loss: torch.Tensor) -> None:
-        """One optimiser step on both dense (Adam) and sparse (SparseAdam) parameters."""
+    def step(self, loss: torch.Tensor, rows: np.ndarray, dense: bool = True) -> None:
+        """One optimiser step on the sparse rows and the dense parameters.
+
+        ``rows``: every item row the batch looked up (their sparse rows move, even those
+        with a zero gradient: SparseAdam's momentum). ``dense`` False leaves the
+        parameters every row depends on as they are, so only ``rows`` change.
+        """
         self.opt_dense.zero_grad(set_to_none=True)
         self.opt_sparse.zero_grad(set_to_none=True)
         loss.backward()
+        if dense:
+            self.dense_changed = True
+        else:
+            for param in self.model.row_parameters():
+                param.grad = None  # Adam skips a parameter without a gradient
         self.opt_dense.step()
         self.opt_sparse.step()
+        self.touched[rows] = True
+
+    def changed_rows(self, candidate: bool, text_changed: np.ndarray, n: int
+                     ) -> np.ndarray | None:
+        """Rows a version of the candidate (or of the served copy) changes over delta_base.
+
+        None when every row may have changed: no base, or the candidate's dense
+        parameters moved. ``text_changed``: rows re-encoded since ``base_epoch``.
+        """
+        if self.delta_base is None or (candidate and self.dense_changed):
+            return None
+        parts = [text_changed, np.arange(self.base_rows, n)]
+        if candidate:
+            parts.append(np.flatnonzero(self.touched[:n]))
+        return np.unique(np.concatenate(parts))
+
+    def published_as(self, version: str, seq: int, layers: int, rows: int, epoch: int) -> None:
+        """``version`` (reading ``layers`` layers, ``rows`` items) is now the delta base."""
+        self.seq = seq
+        self.published = self.delta_base = version
+        self.base_layers, self.base_rows, self.base_epoch = layers, rows, epoch
 
     def promote(self) -> None:
         """The candidate becomes the served model."""
         self.served.load_state_dict(self.model.state_dict())
+        self.touched[:] = False
+        self.dense_changed = False
 
     def revert(self) -> None:
         """Throw the candidate away: back to the served weights (moments restart)."""
         self.model.load_state_dict(self.served.state_dict())
+        self.touched[:] = False
+        self.dense_changed = False
         self._build_optimisers()
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -99,6 +158,10 @@ class Lineage:
             module.load_state_dict({k[len(prefix):]: torch.as_tensor(v)
                                     for k, v in tensors.items() if k.startswith(prefix)})
         self._build_optimisers()
+        # What changed since the last publish is not in the checkpoint: publish in full.
+        self.delta_base = None
+        self.touched[:] = False
+        self.dense_changed = False
 
 
 def _pad(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:

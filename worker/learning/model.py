@@ -117,13 +117,33 @@ class FreshRecModel(nn.Module):
         user = self.user_prior + pooled
         return (user * w_i).sum(-1) + b_i + self.bias
 
+    def row_parameters(self) -> list[torch.Tensor]:
+        """Dense parameters that every published item row depends on.
+
+        A change to one of them changes every row; the user prior is not one (it travels
+        in the version's metadata).
+        """
+        return [self.proj.weight, self.proj.bias, self.alpha, self.bias]
+
     @torch.no_grad()
     def export(self, n_items: int, semantic: torch.Tensor) -> np.ndarray:
         """Serving vectors ``[w_i, b_i + b0]`` for rows ``0..n_items-1`` as float32 (n, dim+1)."""
-        rows = torch.arange(n_items, device=semantic.device)
-        w, b = self.item_vectors(rows, semantic)
-        out = torch.cat([w, (b + self.bias).unsqueeze(-1)], dim=-1)
-        return out.float().cpu().numpy()
+        return self.export_rows(np.arange(n_items), semantic)
+
+    @torch.no_grad()
+    def export_rows(self, rows_np: np.ndarray, semantic: torch.Tensor) -> np.ndarray:
+        """Serving vectors of the given rows, in their order (see :meth:`export`).
+
+        In chunks: gathering a million rows' text vectors at once would copy 1.5 GB.
+        """
+        out = np.empty((len(rows_np), self.dim + 1), np.float32)
+        for start in range(0, len(rows_np), 65536):
+            rows = torch.as_tensor(rows_np[start:start + 65536], dtype=torch.long,
+                                   device=semantic.device)
+            w, b = self.item_vectors(rows, semantic)
+            part = torch.cat([w, (b + self.bias).unsqueeze(-1)], dim=-1)
+            out[start:start + len(rows)] = part.float().cpu().numpy()
+        return out
 
     def prior(self) -> np.ndarray:
         """The user prior ``u0`` as float32 (dim,)."""

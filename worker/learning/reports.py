@@ -49,6 +49,10 @@ class CycleReport:
     duration_s: float
     #: Consecutive gate rejections of this lineage's candidate, this one included.
     rejected_in_a_row: int = 0
+    #: Rows the published version wrote (all items, or a delta's changed ones), and the
+    #: layers it reads (1: a full version).
+    published_rows: int = 0
+    published_layers: int = 0
 
     @property
     def version_seq(self) -> int | None:

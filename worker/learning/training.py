@@ -38,7 +38,7 @@ from worker.learning.feed import DriftObserver, SampleFeed
 from worker.learning.items import ItemTable
 from worker.learning.lineage import Lineage
 from worker.learning.model import FreshRecModel
-from worker.learning.publishing import publish_version
+from worker.learning.publishing import Published, publish_version
 from worker.learning.reports import CycleOutcome, CycleReport
 
 __all__ = ["CycleReport", "Trainer", "is_holdout"]
@@ -46,8 +46,6 @@ __all__ = ["CycleReport", "Trainer", "is_holdout"]
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
-
-
 
 
 class Trainer:
@@ -213,12 +211,13 @@ class Trainer:
                 break
             self.table.sync()
             batch = batch_from_rows(items, hist, labels, self.device)
+            looked_up = np.concatenate([items, np.maximum(hist.ravel(), 0)])
             for lin in training:
                 lin.grow(len(self.table))
-                totals[lin.name] += self._step(lin, batch)
+                totals[lin.name] += self._step(lin, batch, looked_up)
         return {name: float(total) / steps for name, total in totals.items()}  # one sync
 
-    def _step(self, lin: Lineage, batch: Batch) -> torch.Tensor:
+    def _step(self, lin: Lineage, batch: Batch, rows: np.ndarray) -> torch.Tensor:
         """One optimiser step, returning the loss as a device tensor.
 
         Reading the loss would wait for the GPU, so the next batch could not be prepared
@@ -234,7 +233,8 @@ class Trainer:
             teacher = torch.sigmoid(self._scores(self.lineages[lin.teacher].model, batch))
             w = self.cfg.distill_weight
             loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(logits, teacher)
-        lin.step(loss)
+        lin.step(loss, rows, lin.dense_cycle(self.cfg.warmup_cycles,
+                                            self.cfg.dense_every_cycles))
         lin.model.eval()
         return loss.detach()
 
@@ -252,7 +252,7 @@ class Trainer:
                 reason = "gate"
         if not trained and new_items == 0 and lin.published is not None:
             reason = "frozen"
-        version, publish_s = None, 0.0
+        published = Published(None, 0.0, None)
         if reason == "gate":
             # The candidate keeps its weights and optimiser state and trains on next cycle:
             # a noisy gate set costs one publish, not the cycle's learning. Only a
@@ -267,11 +267,12 @@ class Trainer:
             # A rejected candidate is not published, but new catalog items still need
             # vectors: the served weights are republished with the new rows.
             model = lin.served if reason == "gate" else lin.model
-            version, publish_s, pin = self._publish(lin, times, model)
-            reason = reason or pin
+            published = publish_version(self.store, self.table, lin, model, times, self.drift,
+                                        self.cfg.publish_max_layers)
+            reason = reason or published.why_not
         if reason == "gate":
             outcome = CycleOutcome.REJECTED
-        elif version is not None:
+        elif published.version is not None:
             outcome = CycleOutcome.PUBLISHED
             lin.rejected_in_a_row = 0
         else:
@@ -285,13 +286,9 @@ class Trainer:
             progressive_logloss=progressive[1],
             train_loss=train_loss if train_loss is not None else float("nan"),
             gate_served_loss=served_loss, gate_candidate_loss=cand_loss,
-            published_version=version, publish_s=publish_s, duration_s=0.0,
+            published_version=published.version, publish_s=published.seconds, duration_s=0.0,
+            published_rows=published.rows, published_layers=published.layers,
             rejected_in_a_row=rejected_in_a_row)
-
-    def _publish(self, lin: Lineage, times: tuple[int, int], model: FreshRecModel
-                 ) -> tuple[str | None, float, str | None]:
-        """Publish ``model``'s vectors; the candidate becomes served if it is the one."""
-        return publish_version(self.store, self.table, lin, model, times, self.drift)
 
     def served_versions(self) -> dict[str, str | None]:
         """Each arm's current version in the store: after a rollback, not the last publish."""

@@ -66,6 +66,13 @@ class Metrics:
         self.published_version = Gauge("freshrec_published_version", "Sequence number of the "
                                        "version the arm serves now (rollbacks included)",
                                        ["arm"], registry=r)
+        self.publish_rows = Counter("freshrec_publish_rows", "Item rows written to the "
+                                    "vector store by publishes (kind: full or delta)",
+                                    ["arm", "kind"], registry=r)
+        self.published_layers = Gauge("freshrec_published_layers", "Layers the arm's last "
+                                      "published version reads (1: a full version; a delta "
+                                      "reads its ancestors' unchanged rows)", ["arm"],
+                                      registry=r)
         self.gate_rejected = Gauge("freshrec_gate_rejected_in_a_row", "Consecutive gate "
                                    "rejections of the arm's candidate (0 after a publish)",
                                    ["arm"], registry=r)
@@ -176,6 +183,9 @@ class Metrics:
         if seq is not None:
             self.publish_seconds.observe(report.publish_s)
             self.published_version.labels(arm).set(seq)
+            self.publish_rows.labels(arm, "full" if report.published_layers <= 1
+                                     else "delta").inc(report.published_rows)
+            self.published_layers.labels(arm).set(report.published_layers)
         self.train_cycles.labels(arm, report.outcome.value).inc()
         if report.outcome in (CycleOutcome.PUBLISHED, CycleOutcome.REJECTED):
             self.gate_rejected.labels(arm).set(report.rejected_in_a_row)

@@ -159,7 +159,11 @@ def test_corrupt_newest_checkpoint_falls_back_to_last_good(tiny_bert_dir, tmp_pa
 
 @pytest.mark.slow
 def test_text_only_new_item_lands_near_its_own_kind(real_encoder):
-    source, pipeline, store, trainer = build(real_encoder, sim_messages(1500), arms=[ARMS[1]])
+    # The text projection trains every cycle here: four cycles are all this run has.
+    cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=5, batch_size=256,
+                           warmup_cycles=2, lr=0.02, dense_every_cycles=1)
+    source, pipeline, store, trainer = build(real_encoder, sim_messages(1500), cfg,
+                                             arms=[ARMS[1]])
     drive(source, pipeline, trainer)
     new_id = "brand-new-shoe"
     from consumers.events import ItemUpdate
@@ -223,3 +227,36 @@ def test_a_trainer_restored_from_an_older_checkpoint_never_reuses_a_version_name
     restored.run_cycle(pipeline, 1e9)
     assert store.versions("fresh")[0] > newest  # a new name, the published ones untouched
     assert restored.lineages["fresh"].seq == int(store.versions("fresh")[0].rsplit("-", 1)[1])
+
+
+def test_delta_versions_equal_the_full_export_of_the_served_model(tiny_bert_dir):
+    """Between dense cycles a version holds only changed rows; read whole, it is exact."""
+    enc = TextEncoder(tiny_bert_dir)
+    cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=3, batch_size=128,
+                           warmup_cycles=1, lr=0.02, dense_every_cycles=4, publish_max_layers=3,
+                           gate_tolerance=10.0)
+    msgs = sim_messages(2400)
+    source, pipeline, store, trainer = build(enc, msgs, cfg, arms=[ARMS[1]])
+    lin = trainer.lineages["fresh"]
+    layers, written = [], []
+    from consumers.events import ItemUpdate
+    now = itertools.count()
+    while source.pos < len(source.messages):
+        pipeline.step(150)
+        if source.pos % 600 < 150:  # a text changes now and then: its row must be re-sent
+            pipeline.catalog.upsert(ItemUpdate(f"late-{source.pos}", 1, "blue wool hat"))
+        if not trainer.due(float(next(now)), pipeline):
+            continue
+        (report,) = trainer.run_cycle(pipeline, float(next(now)))
+        if report.published_version is None:
+            continue
+        info = store.current("fresh")
+        layers.append(len(info.layers()))
+        written.append(report.published_rows)
+        _, ids, mat = store.all_vectors("fresh")
+        want = lin.served.export(len(trainer.table), trainer.table.semantic)
+        rows = trainer.table.lookup(ids)
+        assert sorted(ids) == sorted(trainer.table.ids)
+        np.testing.assert_allclose(mat, want[rows], rtol=1e-6, atol=1e-6)
+    assert max(layers) == 3 and 2 in layers  # deltas happened, and the chain was capped
+    assert min(written) < len(trainer.table) / 2  # a delta writes far fewer rows
