@@ -237,9 +237,8 @@ def check_labels(events: list[dict[str, Any]], ckpt_dir: Path) -> dict[str, int]
     """
     clicked = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "click"}
     shown = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "impression"}
-    ckpt = CheckpointStore(ckpt_dir).load_latest()
-    join = ckpt.state["ingest"]["joiner"] if ckpt is not None else {"closed": [],
-                                                                     "pending": []}
+    chain = CheckpointStore(ckpt_dir).load_latest()  # join state is whole in every link
+    join = chain[-1].state["ingest"]["joiner"] if chain else {"closed": [], "pending": []}
     closed = {(r, i): bool(v) for r, i, v in join["closed"]}
     pending = {(imp[5], imp[4]) for imp, _ in join["pending"]}
     wrong = sum(1 for key in shown if key in closed and closed[key] != (key in clicked))

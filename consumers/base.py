@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from consumers.events import Message, Offsets, Rejection
 
-__all__ = ["DeadLetterSink", "EventSource", "SourceUnavailable"]
+__all__ = ["DeadLetterSink", "EventSource", "SourceUnavailable", "Topics"]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The three contract topics (README: Topics)."""
+
+    events: str = "freshrec.events"
+    items: str = "freshrec.items"
+    dlq: str = "freshrec.dlq"
 
 
 class SourceUnavailable(ConnectionError):

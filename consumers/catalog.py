@@ -20,6 +20,10 @@ class Catalog:
         self.texts: dict[str, str] = {}
         self._ts: dict[str, int] = {}
         self._changed: set[str] = set()
+        # Checkpoint marks: every accepted update takes the next stamp, and _stamps is
+        # ordered by it (re-inserted on update), so what changed since a mark is a suffix.
+        self.stamp = 0
+        self._stamps: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -30,6 +34,9 @@ class Catalog:
         if old_ts is not None and update.ts < old_ts:
             return False
         self._ts[update.item_id] = update.ts
+        self.stamp += 1
+        self._stamps.pop(update.item_id, None)
+        self._stamps[update.item_id] = self.stamp
         if self.texts.get(update.item_id) == update.text:
             return False
         self.texts[update.item_id] = update.text
@@ -53,12 +60,28 @@ class Catalog:
         self._changed.difference_update(out)
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable copy."""
-        return {"texts": self.texts, "ts": self._ts, "changed": sorted(self._changed)}
+    def state_dict(self, since: int | None = None) -> dict[str, Any]:
+        """A JSON-serialisable copy, or only the items updated after stamp ``since``."""
+        if since is None:
+            return {"texts": self.texts, "ts": self._ts, "changed": sorted(self._changed),
+                    "stamp": self.stamp}
+        keys = []
+        for key, stamp in reversed(self._stamps.items()):
+            if stamp <= since:
+                break
+            keys.append(key)
+        return {"delta": True, "texts": {k: self.texts[k] for k in keys if k in self.texts},
+                "ts": {k: self._ts[k] for k in keys}, "changed": sorted(self._changed),
+                "stamp": self.stamp}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace the contents with those of :meth:`state_dict`."""
-        self.texts = dict(state["texts"])
-        self._ts = {k: int(v) for k, v in state["ts"].items()}
+        """Replace the contents with :meth:`state_dict`'s, or apply a delta of them."""
+        if not state.get("delta"):
+            self.texts, self._ts, self._stamps = {}, {}, {}
+        self.texts.update(state["texts"])
+        self._ts.update((k, int(v)) for k, v in state["ts"].items())
         self._changed = set(state["changed"])
+        self.stamp = int(state.get("stamp", 0))
+        for key in state["ts"]:  # loaded entries count as old: the next delta skips them
+            self._stamps.pop(key, None)
+            self._stamps[key] = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 __all__ = ["Deduper"]
@@ -34,6 +35,7 @@ class Deduper:
         self.window_ms = window_ms
         self._ids: OrderedDict[str, int] = OrderedDict()
         self._newest_ts = 0
+        self.added = 0  # ids ever remembered: a checkpoint mark (the newest sit at the end)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -44,6 +46,7 @@ class Deduper:
         if event_id in ids:
             return True
         ids[event_id] = ts
+        self.added += 1
         if ts > self._newest_ts:
             self._newest_ts = ts
         return False
@@ -62,12 +65,28 @@ class Deduper:
                 break
             del ids[first_id]
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable copy of the window."""
-        return {"ids": list(self._ids.keys()), "ts": list(self._ids.values()),
-                "newest_ts": self._newest_ts}
+    def state_dict(self, since: int | None = None) -> dict[str, Any]:
+        """A JSON-serialisable copy of the window, or only what changed since mark ``since``.
+
+        ``since`` is an earlier :attr:`added`. The window is first in, first out, so the
+        change is the ids remembered since (at its end) and how long it is now (the front
+        it dropped): the size of the delta follows the new events, not the window.
+        """
+        new = None if since is None else self.added - since
+        if new is None or new > len(self._ids):
+            return {"ids": list(self._ids.keys()), "ts": list(self._ids.values()),
+                    "newest_ts": self._newest_ts, "added": self.added}
+        tail = list(islice(reversed(self._ids.items()), new))[::-1]
+        return {"delta": True, "ids": [k for k, _ in tail], "ts": [v for _, v in tail],
+                "len": len(self._ids), "newest_ts": self._newest_ts, "added": self.added}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace the window with one produced by :meth:`state_dict`."""
-        self._ids = OrderedDict(zip(state["ids"], state["ts"], strict=True))
+        """Replace the window with one from :meth:`state_dict`, or apply a delta of it."""
+        if state.get("delta"):
+            self._ids.update(zip(state["ids"], state["ts"], strict=True))
+            while len(self._ids) > int(state["len"]):
+                self._ids.popitem(last=False)
+        else:
+            self._ids = OrderedDict(zip(state["ids"], state["ts"], strict=True))
         self._newest_ts = int(state["newest_ts"])
+        self.added = int(state.get("added", len(self._ids)))

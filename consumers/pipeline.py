@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from consumers.base import DeadLetterSink, EventSource
+from consumers.base import DeadLetterSink, EventSource, Topics
 from consumers.catalog import Catalog
 from consumers.columns import RowIndex
 from consumers.dedupe import Deduper
@@ -39,15 +39,6 @@ __all__ = ["BatchReport", "IngestPipeline", "Topics"]
 
 #: Persists the pipeline state (and anything the caller adds) for the given offsets.
 PersistFn = Callable[[Offsets], None]
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The three contract topics (README: Topics)."""
-
-    events: str = "freshrec.events"
-    items: str = "freshrec.items"
-    dlq: str = "freshrec.dlq"
 
 
 @dataclass
@@ -278,31 +269,47 @@ class IngestPipeline:
         texts = self.catalog.texts
         return [(i, texts[i]) for i in self.catalog.take_changed(limit)]
 
-    def state_dict(self) -> dict[str, Any]:
-        """All ingestion state as JSON-serialisable data."""
+    def marks(self) -> dict[str, int]:
+        """Where the growing parts of the state stand: what a delta checkpoint starts after."""
+        return {"items": len(self.item_index), "dedupe": self.deduper.added,
+                "catalog": self.catalog.stamp}
+
+    def state_dict(self, since: dict[str, int] | None = None) -> dict[str, Any]:
+        """All ingestion state as JSON-serialisable data, or a delta.
+
+        ``since`` (:meth:`marks` at the last checkpoint): the growing parts (item rows,
+        dedupe ids, catalog texts) hold only what changed after it; the rest is whole.
+        """
+        since = since or {}
         return {
             "offsets": [[t, p, o] for (t, p), o in self.offsets.items()],
             "partition_ts": [[t, p, ts] for (t, p), (ts, _) in self._partition_ts.items()],
             "joiner": self.joiner.state_dict(),
-            "deduper": self.deduper.state_dict(),
-            "buffers": self.buffers.state_dict(),
-            "catalog": self.catalog.state_dict(),
+            "deduper": self.deduper.state_dict(since.get("dedupe")),
+            "buffers": self.buffers.state_dict(since.get("items")),
+            "catalog": self.catalog.state_dict(since.get("catalog")),
             "fresh": [sample_to_list(s) for s in self.fresh],
             # Dead letters are flushed before this state is taken: everything past this
             # DLQ position came after it, and is not sent again on redelivery.
             "dlq_position": [[p, o] for p, o in self.dead_letters.position().items()],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore state saved by :meth:`state_dict` (call before the first step)."""
+    def load_state_dict(self, state: dict[str, Any], final: bool = True) -> None:
+        """Restore :meth:`state_dict` output before the first step.
+
+        A chain is applied base first; ``final`` False applies only the growing parts.
+        """
+        self.deduper.load_state_dict(state["deduper"])
+        self.catalog.load_state_dict(state["catalog"])
+        if not final:
+            self.buffers.load_items(state["buffers"])
+            return
         self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
         self._committed = {}
         now = time.monotonic()
         self._partition_ts = {(t, int(p)): [ts, now] for t, p, ts in state["partition_ts"]}
         self.joiner.load_state_dict(state["joiner"])
-        self.deduper.load_state_dict(state["deduper"])
         self.buffers.load_state_dict(state["buffers"])
-        self.catalog.load_state_dict(state["catalog"])
         self.fresh = [sample_from_list(f) for f in state["fresh"]]
         if "dlq_position" in state:
             self.dead_letters.resume_after({int(p): int(o) for p, o in state["dlq_position"]})

@@ -164,27 +164,42 @@ class ReplayBuffers:
         share = self.recent_share if recent_share is None else recent_share
         return draw_mix(self.recent.items, self.reservoir.items, n, share, self._rng)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable copy of both buffers and the random states."""
+    def state_dict(self, items_since: int | None = None) -> dict[str, Any]:
+        """A JSON-serialisable copy of both buffers, the random states and the item rows.
+
+        ``items_since``: the item rows are append-only, so only those handed out after
+        that many are included (a delta checkpoint's).
+        """
+        start = items_since or 0
         return {
             "recent": [sample_to_list(s) for s in self.recent.items],
             "reservoir": [sample_to_list(s) for s in self.reservoir.items],
             "seen": self.reservoir.seen,
             "reservoir_rng": _rng_to_json(self.reservoir.rng_state()),
             "sampler_rng": _rng_to_json(self._rng.getstate()),
-            "item_ids": list(self.index.ids),
+            "item_ids": self.index.ids[start:],
+            "item_ids_from": start,
         }
 
+    def load_items(self, state: dict[str, Any]) -> None:
+        """Restore (or, from a delta, extend) the item rows of :meth:`state_dict`."""
+        start = int(state.get("item_ids_from", 0))
+        if start == 0:
+            self.index.reset(state["item_ids"])
+        elif len(self.index) != start:
+            raise ValueError(f"item rows: delta starts at {start}, have {len(self.index)}")
+        else:
+            self.index.extend(state["item_ids"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace both buffers with the contents of :meth:`state_dict`."""
+        """Replace both buffers with the contents of :meth:`state_dict` (items first)."""
+        self.load_items(state)
         self.recent.items.clear()
         self.recent.items.extend(sample_from_list(s) for s in state["recent"])
         self.reservoir.items = [sample_from_list(s) for s in state["reservoir"]]
         self.reservoir.seen = int(state["seen"])
         self.reservoir.set_rng_state(_rng_from_json(state["reservoir_rng"]))
         self._rng.setstate(_rng_from_json(state["sampler_rng"]))
-        if "item_ids" in state:
-            self.index.reset(state["item_ids"])
         # Rebuild the columns: the recent window's samples in ring order, oldest first.
         self.recent.added = len(self.recent.items)
         for slot, sample in enumerate(self.recent.items):

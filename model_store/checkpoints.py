@@ -3,10 +3,16 @@
 Never pickle: a checkpoint is data only, so loading one cannot run code. A checkpoint is
 written into a temporary directory and renamed into place, so a crash mid-write leaves the
 previous checkpoint as the newest complete one.
+
+A checkpoint is full, or a delta over its ``parent`` (what changed since that one: new and
+touched rows, appended ids, changed entries). Restoring reads the chain from its full base
+forward; :meth:`CheckpointStore.load_chain` hands it over in that order, and the caller
+applies each part. Retention never deletes a checkpoint a retained one builds on.
 """
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import hashlib
 import logging
@@ -46,6 +52,8 @@ class Checkpoint:
     state: dict[str, Any]
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None  # the checkpoint this delta builds on; None: a full one
+    nbytes: int = 0  # bytes written for it
 
 
 class CheckpointStore:
@@ -62,14 +70,20 @@ class CheckpointStore:
         self.root = Path(root)
         self.keep = keep
         self.root.mkdir(parents=True, exist_ok=True)
+        self.last_bytes = 0  # bytes the last save wrote
 
     def list(self) -> list[Path]:
         """Complete checkpoint folders, oldest first."""
         return sorted(p for p in self.root.glob("ckpt-*") if p.is_dir())
 
     def save(self, state: dict[str, Any], tensors: dict[str, np.ndarray] | None = None,
-             meta: dict[str, Any] | None = None) -> Path:
-        """Write a new checkpoint durably (fsync + atomic rename); blocks until done."""
+             meta: dict[str, Any] | None = None, parent: Path | None = None) -> Path:
+        """Write a new checkpoint durably (fsync + atomic rename); blocks until done.
+
+        ``parent``: this one is a delta over that checkpoint (which must exist).
+        """
+        if parent is not None and not (parent / _MANIFEST).is_file():
+            raise CheckpointError(f"{parent}: delta parent does not exist")
         existing = self.list()
         seq = int(existing[-1].name.split("-")[1]) + 1 if existing else 1
         final = self.root / f"ckpt-{seq:09d}"
@@ -84,10 +98,13 @@ class CheckpointStore:
             "created_at": datetime.now(UTC).isoformat(),
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "meta": meta or {},
+            "parent": parent.name if parent is not None else None,
+            "bytes": sum(len(data) for data in files.values()),
         }
         files[_MANIFEST] = msgspec.json.format(msgspec.json.encode(manifest), indent=2)
         for name, data in files.items():
             _write_synced(tmp / name, data)
+        self.last_bytes = sum(len(data) for data in files.values())
         os.rename(tmp, final)
         _fsync_dir(self.root)
         self._retain()
@@ -124,20 +141,51 @@ class CheckpointStore:
             tensors = st_load(blobs[_TENSORS]) if _TENSORS in blobs else {}
         except Exception as exc:  # noqa: BLE001 - any decode failure means unusable
             raise CheckpointError(f"{path}: cannot decode ({exc})") from exc
-        return Checkpoint(int(manifest["seq"]), path, state, tensors, manifest.get("meta", {}))
+        meta = manifest.get("meta", {})
+        return Checkpoint(int(manifest["seq"]), path, state, tensors, meta,
+                          manifest.get("parent"), int(manifest.get("bytes", 0)))
 
-    def load_latest(self) -> Checkpoint | None:
-        """Newest checkpoint that verifies; corrupt ones are logged and skipped. None if none."""
+    def load_chain(self, path: str | os.PathLike[str]) -> builtins.list[Checkpoint]:
+        """``path`` and the checkpoints it builds on, full base first; every one verified."""
+        chain = [self.load(path)]
+        while chain[-1].parent is not None:
+            if len(chain) > 10_000:
+                raise CheckpointError(f"{path}: parent chain does not end")
+            chain.append(self.load(self.root / chain[-1].parent))
+        return chain[::-1]
+
+    def load_latest(self) -> builtins.list[Checkpoint]:
+        """The newest checkpoint whose whole chain verifies, base first ([] if none).
+
+        A corrupt or missing link is logged and the next older checkpoint tried.
+        """
         for path in reversed(self.list()):
             try:
-                return self.load(path)
+                return self.load_chain(path)
             except CheckpointError as exc:
                 log.error("skipping checkpoint: %s", exc)
-        return None
+        return []
 
     def _retain(self) -> None:
-        for old in self.list()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        """Keep the newest ``keep`` checkpoints and every one they build on."""
+        folders = self.list()
+        needed: set[str] = set()
+        for path in folders[-self.keep:]:
+            name: str | None = path.name
+            while name is not None and name not in needed:
+                needed.add(name)
+                name = _parent_of(self.root / name)
+        for old in folders:
+            if old.name not in needed:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _parent_of(path: Path) -> str | None:
+    try:
+        parent = msgspec.json.decode((path / _MANIFEST).read_bytes()).get("parent")
+    except (OSError, msgspec.DecodeError, AttributeError):
+        return None
+    return parent if isinstance(parent, str) else None
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -232,6 +232,9 @@ class StoreSettings(_Section):
 
     checkpoint_dir: str = ".freshrec/checkpoints"
     keep: int = Field(3, ge=1)
+    # Checkpoints are deltas of what changed since the previous one; every Nth is full
+    # (compaction), as is one whose chain of deltas wrote as many bytes as the last full one.
+    full_every: int = Field(20, ge=1)
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,26 +102,50 @@ class ItemTable:
         text_epoch[: self.capacity] = self.text_epoch
         self.semantic, self.has_text, self.text_epoch = semantic, has_text, text_epoch
 
-    def state(self) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Ids in row order, and the arrays to checkpoint."""
+    def state(self, since: tuple[int, int] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Ids and arrays to checkpoint (``items/rows`` says which rows the arrays hold).
+
+        ``since`` = (rows, text epoch) of an earlier checkpoint: only the rows added or
+        re-encoded after it.
+        """
         self.sync()  # the shared index may have handed out rows since the last cycle
         n = len(self.ids)
-        return list(self.ids), {"items/semantic": self.semantic[:n].cpu().numpy(),
-                                "items/has_text": self.has_text[:n].astype(np.uint8)}
+        if since is None:
+            rows = np.arange(n)
+            state: dict[str, Any] = {"ids": list(self.ids), "from": 0}
+        else:
+            rows = np.union1d(self.text_changed_since(since[1], n), np.arange(since[0], n))
+            state = {"ids": self.ids[since[0]:n], "from": since[0]}
+        state["epoch"] = self.epoch
+        return state, {"items/rows": rows.astype(np.int64),
+                       "items/semantic": self.semantic[rows].cpu().numpy(),
+                       "items/has_text": self.has_text[rows].astype(np.uint8)}
 
-    def load(self, ids: list[str], tensors: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state` returned.
+    def marks(self) -> tuple[int, int]:
+        """(rows, text epoch) now: what :meth:`state` of a later delta starts after."""
+        return len(self.ids), self.epoch
 
-        A shared index restored from the same checkpoint already holds ``ids`` (as a
+    def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned (a delta: on top of what it builds on).
+
+        A shared index restored from the same checkpoint already holds the ids (as a
         prefix); an index that disagrees is replaced by them.
         """
-        if self.index.ids[: len(ids)] != ids:
-            self.index.reset(ids)
-        self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
-        self.has_text = np.zeros(1024, bool)
-        self.text_epoch = np.zeros(1024, np.int64)
-        self.epoch = 0  # a lineage's first publish after a restore is a full one
+        start, ids = int(state["from"]), state["ids"]
+        if start == 0:
+            if self.index.ids[: len(ids)] != ids:
+                self.index.reset(ids)
+            self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
+            self.has_text = np.zeros(1024, bool)
+            self.text_epoch = np.zeros(1024, np.int64)
+        elif self.index.ids[start:start + len(ids)] != ids:
+            self.index.extend(ids)
         self.sync()
-        n = len(ids)
-        self.semantic[:n] = torch.as_tensor(tensors["items/semantic"], device=self.device)
-        self.has_text[:n] = tensors["items/has_text"].astype(bool)
+        rows = tensors["items/rows"]
+        self.semantic[rows] = torch.as_tensor(tensors["items/semantic"], device=self.device)
+        self.has_text[rows] = tensors["items/has_text"].astype(bool)
+        # Restored text counts as old: a lineage's first publish after a restore is full
+        # anyway, and a later delta checkpoint needs only texts set after this.
+        self.text_epoch[:] = 0
+        self.epoch = int(state.get("epoch", 0))

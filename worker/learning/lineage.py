@@ -44,6 +44,10 @@ class Lineage:
         self.base_epoch = 0
         self.touched = np.zeros(model.capacity, bool)
         self.dense_changed = False
+        # Checkpoint marks: each change to sparse rows (a step, a promote, a revert) takes
+        # the next stamp, and a row remembers the last that changed it in either copy.
+        self.stamp = 0
+        self.row_stamp = np.zeros(model.capacity, np.int64)
         self._build_optimisers()
 
     def _build_optimisers(self) -> None:
@@ -73,8 +77,9 @@ class Lineage:
         if not self.model.grow(rows):
             return
         self.served.grow(rows)
-        self.touched = np.concatenate(
-            [self.touched, np.zeros(self.model.capacity - len(self.touched), bool)])
+        grown = self.model.capacity - len(self.touched)
+        self.touched = np.concatenate([self.touched, np.zeros(grown, bool)])
+        self.row_stamp = np.concatenate([self.row_stamp, np.zeros(grown, np.int64)])
         self.opt_sparse = torch.optim.SparseAdam(self.model.sparse_parameters(), lr=self.lr)
         for param, state in zip(self.model.sparse_parameters(), old_state, strict=True):
             if state:
@@ -103,6 +108,11 @@ class Lineage:
         self.opt_dense.step()
         self.opt_sparse.step()
         self.touched[rows] = True
+        self._stamp(rows)
+
+    def _stamp(self, rows: np.ndarray) -> None:
+        self.stamp += 1
+        self.row_stamp[rows] = self.stamp
 
     def changed_rows(self, candidate: bool, text_changed: np.ndarray, n: int
                      ) -> np.ndarray | None:
@@ -127,41 +137,74 @@ class Lineage:
     def promote(self) -> None:
         """The candidate becomes the served model."""
         self.served.load_state_dict(self.model.state_dict())
+        self._stamp(np.flatnonzero(self.touched))
         self.touched[:] = False
         self.dense_changed = False
 
     def revert(self) -> None:
         """Throw the candidate away: back to the served weights (moments restart)."""
         self.model.load_state_dict(self.served.state_dict())
+        self._stamp(np.flatnonzero(self.touched))
         self.touched[:] = False
         self.dense_changed = False
         self._build_optimisers()
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Bookkeeping and both weight sets, for a checkpoint."""
-        tensors = {f"{self.name}/model/{k}": v.detach().cpu().numpy()
-                   for k, v in self.model.state_dict().items()}
-        tensors.update({f"{self.name}/served/{k}": v.detach().cpu().numpy()
-                        for k, v in self.served.state_dict().items()})
+    def state(self, since: tuple[int, int] | None = None, items: int = 0
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Bookkeeping and both weight sets, for a checkpoint.
+
+        ``since`` = (item rows, stamp) at an earlier checkpoint, ``items`` the item rows
+        now: the sparse tables then hold only rows added or changed after it
+        (``<table>@rows`` lists them); the dense parameters are small and always whole.
+        """
+        sparse = {"collab.weight", "item_bias.weight"}
+        rows = None
+        if since is not None:
+            n = min(items, self.model.capacity)
+            rows = np.union1d(np.flatnonzero(self.row_stamp[:n] > since[1]),
+                              np.arange(min(since[0], n), n))
+        tensors: dict[str, np.ndarray] = {}
+        for which, module in (("model", self.model), ("served", self.served)):
+            for key, value in module.state_dict().items():
+                name = f"{self.name}/{which}/{key}"
+                if rows is not None and key in sparse:
+                    tensors[name + "@rows"] = rows.astype(np.int64)
+                    tensors[name] = value[torch.as_tensor(rows, device=value.device)].cpu().numpy()
+                else:
+                    tensors[name] = value.detach().cpu().numpy()
         return {"seq": self.seq, "cycles": self.cycles, "published": self.published,
-                "rejected_in_a_row": self.rejected_in_a_row}, tensors
+                "rejected_in_a_row": self.rejected_in_a_row, "capacity": self.model.capacity,
+                "stamp": self.stamp}, tensors
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state` output; optimiser moments restart from zero."""
+        """Restore :meth:`state` output (a delta: over what it builds on).
+
+        Optimiser moments restart from zero.
+        """
         self.seq, self.cycles = int(state["seq"]), int(state["cycles"])
         self.published = state["published"]
         self.rejected_in_a_row = int(state.get("rejected_in_a_row", 0))
-        rows = tensors[f"{self.name}/model/collab.weight"].shape[0]
-        self.grow(rows)
+        self.grow(int(state.get("capacity", 0)) or
+                  tensors[f"{self.name}/model/collab.weight"].shape[0])
         for which, module in (("model", self.model), ("served", self.served)):
             prefix = f"{self.name}/{which}/"
-            module.load_state_dict({k[len(prefix):]: torch.as_tensor(v)
-                                    for k, v in tensors.items() if k.startswith(prefix)})
+            current = module.state_dict()
+            for key, value in current.items():
+                saved = tensors[prefix + key]
+                rows = tensors.get(prefix + key + "@rows")
+                with torch.no_grad():
+                    if rows is None:
+                        value.copy_(torch.as_tensor(saved).reshape(value.shape))
+                    else:
+                        value[torch.as_tensor(rows, device=value.device)] = torch.as_tensor(
+                            saved, device=value.device)
         self._build_optimisers()
         # What changed since the last publish is not in the checkpoint: publish in full.
         self.delta_base = None
         self.touched[:] = False
         self.dense_changed = False
+        self.row_stamp[:] = 0
+        self.stamp = int(state.get("stamp", 0))
 
 
 def _pad(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:

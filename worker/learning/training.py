@@ -30,7 +30,6 @@ from worker.learning.batches import (
     cycle_steps,
     holdout_set,
     is_holdout,
-    make_batch,
     stack_history,
 )
 from worker.learning.evaluation import auc, logloss
@@ -40,6 +39,7 @@ from worker.learning.lineage import Lineage
 from worker.learning.model import FreshRecModel
 from worker.learning.publishing import Published, publish_version
 from worker.learning.reports import CycleOutcome, CycleReport
+from worker.learning.scoring import predict, scores
 
 __all__ = ["CycleReport", "Trainer", "is_holdout"]
 
@@ -88,7 +88,6 @@ class Trainer:
         self.last_reports: dict[str, CycleReport] = {}
         self.cycles = 0
 
-    # ----------------------------------------------------------------- scheduling
     def due(self, now_s: float, feed: SampleFeed) -> bool:
         """Time-triggered when there is anything new; count-triggered on a burst."""
         pending = feed.pending()
@@ -106,7 +105,6 @@ class Trainer:
         new = int(pending * (1 - self.cfg.holdout_share)) + 1
         return cycle_steps(new, self.cfg) * self.cfg.batch_size, self.cfg.encode_per_cycle
 
-    # ----------------------------------------------------------------- the cycle
     def run_cycle(self, feed: SampleFeed, now_s: float) -> list[CycleReport]:
         """One full cycle for every lineage; returns a report per lineage."""
         start = time.perf_counter()
@@ -152,16 +150,10 @@ class Trainer:
             self.table.set_semantic(list(ids), self.encode(list(texts)))
         return len(changed)
 
-    @torch.no_grad()
-    def _scores(self, model: FreshRecModel, batch: Batch) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
-            return model(batch.items, batch.history, batch.mask, self.table.semantic).float()
-
     def _progressive(self, lin: Lineage, fresh: list[Sample]) -> tuple[float, float]:
         if not fresh or lin.published is None:
             return float("nan"), float("nan")
-        probs, labels = self._predict(lin.served, fresh)
+        probs, labels = predict(lin.served, fresh, self.table, self.device)
         if self.drift is not None and lin.name == self.drift.reference_arm:
             # Data drift is read off a model that has stopped learning, on the traffic it
             # served itself: then neither our training nor another arm's policy moves it.
@@ -171,15 +163,6 @@ class Trainer:
                 times = np.array([s.ts for s in fresh], np.int64)
                 self.drift.observe_predictions(lin.name, probs[own], labels[own], times[own])
         return auc(labels, probs), logloss(labels, probs)
-
-    def _predict(self, model: FreshRecModel, samples: list[Sample]) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-        probs, labels = [], []
-        for start in range(0, len(samples), 4096):
-            batch = make_batch(samples[start:start + 4096], self.table, self.device)
-            probs.append(torch.sigmoid(self._scores(model, batch)).cpu().numpy())
-            labels.append(batch.labels.cpu().numpy())
-        return np.concatenate(probs), np.concatenate(labels)
 
     def _train(self, fresh: list[Sample], feed: SampleFeed) -> dict[str, float]:
         """Every new sample once, each batch topped up from the replay columns.
@@ -230,7 +213,8 @@ class Trainer:
         logits = logits.float()
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
         if lin.kind == "distilled" and lin.teacher in self.lineages:
-            teacher = torch.sigmoid(self._scores(self.lineages[lin.teacher].model, batch))
+            teacher = torch.sigmoid(scores(self.lineages[lin.teacher].model, batch,
+                                                self.table.semantic))
             w = self.cfg.distill_weight
             loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(logits, teacher)
         lin.step(loss, rows, lin.dense_cycle(self.cfg.warmup_cycles,
@@ -246,8 +230,8 @@ class Trainer:
         served_loss = cand_loss = float("nan")
         reason: str | None = None
         if trained and lin.published is not None and len(gate_set) >= 16:
-            cand_loss = logloss(*reversed(self._predict(lin.model, gate_set)))
-            served_loss = logloss(*reversed(self._predict(lin.served, gate_set)))
+            cand_loss = logloss(*reversed(predict(lin.model, gate_set, self.table, self.device)))
+            served_loss = logloss(*reversed(predict(lin.served, gate_set, self.table, self.device)))
             if cand_loss > served_loss + self.cfg.gate_tolerance:
                 reason = "gate"
         if not trained and new_items == 0 and lin.published is not None:
@@ -298,18 +282,35 @@ class Trainer:
             out[name] = info.version if info is not None else None
         return out
 
-    # ----------------------------------------------------------------- checkpoints
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Item table, lineages and bookkeeping for a checkpoint."""
-        ids, tensors = self.table.state()
+    def marks(self) -> dict[str, int]:
+        """Where the growing state stands: what a later delta checkpoint starts after."""
+        rows, epoch = self.table.marks()
+        out = {"rows": rows, "epoch": epoch}
+        out.update((f"stamp:{name}", lin.stamp) for name, lin in self.lineages.items())
+        return out
+
+    def state(self, since: dict[str, int] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Item table, lineages and bookkeeping for a checkpoint.
+
+        ``since``: :meth:`marks` at the last checkpoint; then only item rows added,
+        re-encoded or trained after it are included (the dense parameters whole).
+        """
+        items, tensors = self.table.state(None if since is None
+                                          else (since["rows"], since["epoch"]))
+        n = len(self.table)
         lineages = {}
         for name, lin in self.lineages.items():
-            lineages[name], lin_tensors = lin.state()
+            mark = None if since is None else (since["rows"], since.get(f"stamp:{name}", -1))
+            lineages[name], lin_tensors = lin.state(mark, n)
             tensors.update(lin_tensors)
-        return {"items": ids, "lineages": lineages, "cycles": self.cycles}, tensors
+        return {"items": items, "lineages": lineages, "cycles": self.cycles}, tensors
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state`; lineages not in the checkpoint start fresh."""
+        """Restore :meth:`state` (a delta: over what it builds on).
+
+        Lineages not in the checkpoint start fresh.
+        """
         self.table.load(state["items"], tensors)
         self.cycles = int(state["cycles"])
         for name, lin in self.lineages.items():

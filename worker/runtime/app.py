@@ -118,7 +118,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
                     checkpoint_interval_s=ing.checkpoint_interval_s,
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
-                    overlap=settings.training.overlap)
+                    overlap=settings.training.overlap,
+                    checkpoint_full_every=settings.store.full_every)
     return App(settings, metrics, pipeline, trainer, worker, store, drift, monitor)
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,12 +39,17 @@ class Trainer(Protocol):
         """Run one cycle: validate, train, gate, publish. Raises only on infrastructure loss."""
         ...
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON state and tensors to checkpoint."""
+    def marks(self) -> dict[str, int]:
+        """Where the growing state stands now (what a later delta starts after)."""
+        ...
+
+    def state(self, since: dict[str, int] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON state and tensors to checkpoint: whole, or what changed since ``since``."""
         ...
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state` returned."""
+        """Restore what :meth:`state` returned (a delta over what came before it)."""
         ...
 
     def served_versions(self) -> dict[str, str | None]:
@@ -85,7 +91,8 @@ class Worker:
                  drift: DriftMonitor | None = None, checkpoint_interval_s: float = 5.0,
                  stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic, overlap: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, overlap: bool = True,
+                 checkpoint_full_every: int = 20) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
@@ -105,20 +112,37 @@ class Worker:
         self._trainer_thread = (ThreadPoolExecutor(1, thread_name_prefix="freshrec-trainer")
                                 if overlap and trainer is not None else None)
         self._cycle: Future[tuple[Sequence[CycleReport], float]] | None = None
+        # Incremental checkpoints: a delta over the last one holds what changed since its
+        # marks; a full one (compaction) every checkpoint_full_every, or once the deltas
+        # since the last full one have written as many bytes as it did.
+        self.checkpoint_full_every = checkpoint_full_every
+        self._ckpt_parent: Path | None = None
+        self._ckpt_marks: dict[str, dict[str, int]] | None = None
+        self._ckpt_deltas = 0
+        self._ckpt_delta_bytes = 0
+        self._ckpt_full_bytes = 0
         pipeline.set_persist(self._persist)
 
     def restore(self) -> bool:
-        """Load the newest valid checkpoint, if any. Returns True if one was loaded."""
-        ckpt = self.store.load_latest()
-        if ckpt is None:
+        """Load the newest valid checkpoint chain, if any. Returns True if one was loaded.
+
+        The chain is applied from its full base forward; the next checkpoint is a full one
+        (it starts a chain of this process's own).
+        """
+        chain = self.store.load_latest()
+        if not chain:
             return False
-        self.pipeline.load_state_dict(ckpt.state["ingest"])
-        if self.trainer is not None and "trainer" in ckpt.state:
-            self.trainer.load(ckpt.state["trainer"], ckpt.tensors)
-        if self.monitor is not None and "monitor" in ckpt.state:
-            self.monitor.load(ckpt.state["monitor"])
-        log.info("restored checkpoint %s (%d samples buffered)", ckpt.path.name,
-                 len(self.pipeline.buffers))
+        start = time.perf_counter()
+        for ckpt in chain:
+            self.pipeline.load_state_dict(ckpt.state["ingest"], final=ckpt is chain[-1])
+            if self.trainer is not None and "trainer" in ckpt.state:
+                self.trainer.load(ckpt.state["trainer"], ckpt.tensors)
+        last = chain[-1]
+        if self.monitor is not None and "monitor" in last.state:
+            self.monitor.load(last.state["monitor"])
+        log.info("restored checkpoint %s (%d deltas over %s, %.2f s; %d samples buffered)",
+                 last.path.name, len(chain) - 1, chain[0].path.name,
+                 time.perf_counter() - start, len(self.pipeline.buffers))
         return True
 
     def run_once(self) -> BatchReport:
@@ -236,14 +260,27 @@ class Worker:
     def _persist(self, offsets: dict[tuple[str, int], int]) -> None:
         if self._cycle is not None:  # the model must not change while it is saved
             self._settle_cycle()
-        state: dict[str, Any] = {"ingest": self.pipeline.state_dict()}
+        full = (self._ckpt_marks is None or self._ckpt_deltas + 1 >= self.checkpoint_full_every
+                or self._ckpt_delta_bytes >= self._ckpt_full_bytes)
+        since = {} if full or self._ckpt_marks is None else self._ckpt_marks
+        marks = {"ingest": self.pipeline.marks()}
+        state: dict[str, Any] = {"ingest": self.pipeline.state_dict(since.get("ingest"))}
         tensors: dict[str, np.ndarray] = {}
         if self.trainer is not None:
-            state["trainer"], tensors = self.trainer.state()
+            marks["trainer"] = self.trainer.marks()
+            state["trainer"], tensors = self.trainer.state(since.get("trainer"))
         if self.monitor is not None:
             state["monitor"] = self.monitor.state()
-        self.store.save(state, tensors, meta={"offsets": [[t, p, o] for (t, p), o
-                                                          in offsets.items()]})
+        path = self.store.save(state, tensors, parent=None if full else self._ckpt_parent,
+                               meta={"offsets": [[t, p, o] for (t, p), o in offsets.items()]})
+        nbytes = self.store.last_bytes
+        self._ckpt_parent, self._ckpt_marks = path, marks
+        if full:
+            self._ckpt_deltas, self._ckpt_delta_bytes, self._ckpt_full_bytes = 0, 0, nbytes
+        else:
+            self._ckpt_deltas += 1
+            self._ckpt_delta_bytes += nbytes
+        self.metrics.record_checkpoint_bytes("full" if full else "delta", nbytes)
         if self.monitor is not None:
             # After the checkpoint that holds these deltas and their token: exactly once.
             # An outage leaves them in flight under the same token, re-sent next time.

@@ -44,6 +44,9 @@ class Metrics:
                                     "replay buffer", ["buffer"], registry=r)
         self.checkpoints = Counter("freshrec_checkpoints", "Durable snapshots followed by an "
                                    "offset commit", registry=r)
+        self.checkpoint_bytes = Counter("freshrec_checkpoint_bytes", "Bytes written by "
+                                        "checkpoints (kind: full, or a delta of what changed "
+                                        "since the previous one)", ["kind"], registry=r)
         self.checkpoint_seconds = Histogram("freshrec_checkpoint_duration_seconds",
                                             "Snapshot + commit time", registry=r)
         self.train_cycles = Counter("freshrec_train_cycles", "Training cycles by arm and "
@@ -245,6 +248,10 @@ class Metrics:
         self.checkpoint_seconds.observe(duration_s)
         self.record_buffers(recent, reservoir)
         self.catalog_items.set(catalog_items)
+
+    def record_checkpoint_bytes(self, kind: str, nbytes: int) -> None:
+        """Count the bytes one checkpoint wrote (kind: full | delta)."""
+        self.checkpoint_bytes.labels(kind).inc(nbytes)
 
     def record_encoded(self, n: int) -> None:
         """Count item texts run through the language model."""

@@ -8,8 +8,8 @@ def test_round_trip_state_and_tensors(tmp_path):
     store = CheckpointStore(tmp_path)
     t = {"w": np.arange(12, dtype=np.float32).reshape(3, 4)}
     store.save({"a": [1, 2], "b": {"c": "d"}}, t, meta={"offsets": [["t", 0, 5]]})
-    got = store.load_latest()
-    assert got is not None and got.state == {"a": [1, 2], "b": {"c": "d"}}
+    (got,) = store.load_latest()
+    assert got.parent is None and got.state == {"a": [1, 2], "b": {"c": "d"}}
     np.testing.assert_array_equal(got.tensors["w"], t["w"])
     assert got.meta["offsets"] == [["t", 0, 5]]
 
@@ -19,7 +19,7 @@ def test_retention_keeps_newest(tmp_path):
     for i in range(5):
         store.save({"i": i})
     assert [p.name for p in store.list()] == ["ckpt-000000004", "ckpt-000000005"]
-    assert store.load_latest().state == {"i": 4}
+    assert store.load_latest()[-1].state == {"i": 4}
 
 
 def test_corrupt_checkpoint_is_refused_and_last_good_loads(tmp_path):
@@ -31,7 +31,7 @@ def test_corrupt_checkpoint_is_refused_and_last_good_loads(tmp_path):
     (bad / "tensors.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         store.load(bad)
-    assert store.load_latest().state == {"i": 1}
+    assert store.load_latest()[-1].state == {"i": 1}
 
 
 def test_foreign_checkpoint_is_refused_with_clear_error(tmp_path):
@@ -46,7 +46,7 @@ def test_foreign_checkpoint_is_refused_with_clear_error(tmp_path):
     (pickle_like / "manifest.json").write_bytes(b"\x80\x04\x95pickle")
     with pytest.raises(CheckpointError, match="unreadable manifest"):
         store.load(pickle_like)
-    assert store.load_latest() is None
+    assert store.load_latest() == []
 
 
 def test_manifest_naming_other_files_is_refused(tmp_path):
@@ -57,3 +57,31 @@ def test_manifest_naming_other_files_is_refused(tmp_path):
     (p / "manifest.json").write_text(text)
     with pytest.raises(CheckpointError, match="unexpected file"):
         store.load(p)
+
+
+def test_a_delta_chain_loads_base_first_and_retention_keeps_what_it_builds_on(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    base = store.save({"i": 0})
+    last = base
+    for i in range(1, 5):  # four deltas, each over the one before
+        last = store.save({"i": i}, parent=last)
+    chain = store.load_latest()
+    assert [c.state["i"] for c in chain] == [0, 1, 2, 3, 4]
+    assert chain[0].parent is None and chain[-1].parent == chain[-2].path.name
+    # Only two are "kept", but all five are there: the newest two build on the rest.
+    assert len(store.list()) == 5
+    full = store.save({"i": 5})  # compaction: a full one
+    store.save({"i": 6}, parent=full)
+    assert [p.name for p in store.list()] == [full.name, store.list()[-1].name]
+    assert [c.state["i"] for c in store.load_latest()] == [5, 6]
+
+
+def test_a_chain_with_a_corrupt_link_falls_back_to_an_older_whole_chain(tmp_path):
+    store = CheckpointStore(tmp_path, keep=5)
+    base = store.save({"i": 0})
+    mid = store.save({"i": 1}, parent=base)
+    store.save({"i": 2}, parent=mid)
+    (mid / "state.json.gz").write_bytes(b"garbage")
+    assert [c.state["i"] for c in store.load_latest()] == [0]  # 2 and 1 need the bad link
+    with pytest.raises(CheckpointError):
+        store.save({"i": 3}, parent=tmp_path / "ckpt-000000099")

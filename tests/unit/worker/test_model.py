@@ -128,8 +128,8 @@ def test_item_table_checkpoints_rows_the_shared_index_handed_out_since_its_last_
     table = ItemTable(4, index=index)
     table.set_semantic(["a"], np.ones((1, 4), np.float32))
     index.extend(f"i{k}" for k in range(3000))  # the pipeline, between two cycles
-    ids, tensors = table.state()
-    assert len(ids) == 3001 and tensors["items/semantic"].shape == (3001, 4)
-    restored = ItemTable(4, index=RowIndex(ids))
-    restored.load(ids, tensors)
+    state, tensors = table.state()
+    assert len(state["ids"]) == 3001 and tensors["items/semantic"].shape == (3001, 4)
+    restored = ItemTable(4, index=RowIndex(state["ids"]))
+    restored.load(state, tensors)
     assert restored.semantic[0].tolist() == [1.0] * 4 and len(restored) == 3001
