@@ -36,6 +36,7 @@ class Deduper:
         self._ids: OrderedDict[str, int] = OrderedDict()
         self._newest_ts = 0
         self.added = 0  # ids ever remembered: a checkpoint mark (the newest sit at the end)
+        self.evicted = 0  # ids forgotten by the count bound while still inside the window
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -56,6 +57,7 @@ class Deduper:
         ids = self._ids
         while len(ids) > self.max_ids:
             ids.popitem(last=False)
+            self.evicted += 1
         # Ids are mostly in event-time order, so the oldest sit at the front; stop at the first
         # young one rather than scanning the whole map.
         horizon = self._newest_ts - self.window_ms

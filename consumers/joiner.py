@@ -56,6 +56,7 @@ class Joiner:
         self.closed_memory = closed_memory
         self.watermark = 0
         self.outcomes: Counter[str] = Counter()
+        self.evicted: Counter[str] = Counter()  # entries dropped by the caps, by state
         # Plain dicts (insertion-ordered, faster than OrderedDict) plus a heap in event-time
         # order for expiry: partitions read unevenly (a restart drains one backlog first)
         # must not leave old impressions stuck behind newer ones. A key already joined is
@@ -150,8 +151,10 @@ class Joiner:
     def _trim(self) -> None:
         # Amortised O(1): when a map outgrows its bound, keep its newest half.
         if len(self._closed) > self.closed_memory:
+            self.evicted["closed_keys"] += len(self._closed) - self.closed_memory // 2
             self._closed = _newest(self._closed, self.closed_memory // 2)
         if len(self._history) > self.max_users:
+            self.evicted["user_histories"] += len(self._history) - self.max_users // 2
             self._history = _newest(self._history, self.max_users // 2)
 
     def state_dict(self) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class BatchReport:
     arm_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: (item_id, event type) -> count, for the exploration statistics
     item_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: entries the state caps dropped, by state (closed_keys, user_histories, dedupe_ids)
+    evicted: Counter[str] = field(default_factory=Counter)
 
 
 class IngestPipeline:
@@ -115,6 +117,7 @@ class IngestPipeline:
             return report
         report.messages = len(messages)
         before = Counter(self.joiner.outcomes)
+        evicted = Counter(self.joiner.evicted) + Counter(dedupe_ids=self.deduper.evicted)
         new: list[Sample] = []
         events_topic, items_topic = self.topics.events, self.topics.items
         limit = self.max_message_bytes
@@ -164,6 +167,8 @@ class IngestPipeline:
         self.deduper.trim()
         self._accept(new, report)
         report.join_outcomes = self.joiner.outcomes - before
+        report.evicted = (self.joiner.evicted + Counter(dedupe_ids=self.deduper.evicted)
+                          - evicted)
         return report
 
     def watermark(self, now_s: float | None = None) -> int:

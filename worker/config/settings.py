@@ -83,6 +83,8 @@ class IngestSettings(_Section):
     dedupe_max_ids: int = Field(1_000_000, ge=1)
     dedupe_window_s: float = Field(3600.0, ge=0)
     join_window_s: float = Field(1800.0, gt=0)
+    join_max_users: int = Field(200_000, ge=2)  # users whose history is kept (LRU)
+    join_closed_keys: int = Field(200_000, ge=2)  # closed impressions remembered
     history_len: int = Field(10, ge=1)
     recent_capacity: int = Field(50_000, ge=1)
     reservoir_capacity: int = Field(50_000, ge=1)

@@ -84,7 +84,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
         source, KafkaDeadLetterSink(topics.dlq, opts, ing.dlq_max_value_bytes), topics,
         buffers=ReplayBuffers(ing.recent_capacity, ing.reservoir_capacity, ing.recent_share,
                               ing.seed, ing.history_len),
-        joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len),
+        joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len,
+                      max_users=ing.join_max_users, closed_memory=ing.join_closed_keys),
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes,
         time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)))

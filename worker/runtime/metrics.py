@@ -44,6 +44,11 @@ class Metrics:
                                     "replay buffer", ["buffer"], registry=r)
         self.checkpoints = Counter("freshrec_checkpoints", "Durable snapshots followed by an "
                                    "offset commit", registry=r)
+        self.state_evicted = Counter("freshrec_state_evicted", "State entries dropped by their "
+                                     "caps (closed_keys, user_histories, dedupe_ids)",
+                                     ["state"], registry=r)
+        for state in ("closed_keys", "user_histories", "dedupe_ids"):
+            self.state_evicted.labels(state)
         self.checkpoint_bytes = Counter("freshrec_checkpoint_bytes", "Bytes written by "
                                         "checkpoints (kind: full, or a delta of what changed "
                                         "since the previous one)", ["kind"], registry=r)
@@ -158,6 +163,8 @@ class Metrics:
 
     def record_batch(self, report: BatchReport) -> None:
         """Account for one ingestion step."""
+        for state, n in report.evicted.items():
+            self.state_evicted.labels(state).inc(n)
         for etype, n in report.consumed.items():
             self.events_consumed.labels(etype).inc(n)
         for reason, n in report.rejected.items():

@@ -79,3 +79,28 @@ def test_configured_empty_state_is_kept_not_replaced_by_defaults():
                               deduper=deduper)
     assert pipeline.buffers is buffers and pipeline.buffers.recent.capacity == 7
     assert pipeline.deduper is deduper
+
+
+def test_caps_hold_under_a_stream_of_all_distinct_ids_and_evictions_are_counted():
+    from collections import Counter
+
+    from consumers.dedupe import Deduper
+    from consumers.joiner import Joiner
+
+    msgs = []
+    for k in range(3000):  # every event a new user, item, request and id: adversarial
+        for etype, dt in (("impression", 0), ("click", 1)):
+            msgs.append(RawMessage("freshrec.events", 0, len(msgs), None, encode(event(
+                etype, eid=f"{etype}-{k}", ts=1000 + 10 * k + dt, user=f"u{k}", item=f"i{k}",
+                req=f"r{k}"))))
+    src, dlq = ListSource(msgs), MemoryDeadLetters()
+    pipe = IngestPipeline(src, dlq, joiner=Joiner(window_ms=5, max_users=200, closed_memory=300),
+                          deduper=Deduper(max_ids=500, window_ms=10**9))
+    evicted: Counter[str] = Counter()
+    while src.pos < len(msgs):
+        evicted += pipe.step(max_records=250).evicted
+        assert len(pipe.deduper) <= 500
+        assert len(pipe.joiner._history) <= 200 and len(pipe.joiner._closed) <= 300
+    assert evicted["dedupe_ids"] == 6000 - len(pipe.deduper)
+    assert evicted["user_histories"] >= 3000 - 200 and evicted["closed_keys"] > 2000
+    assert len(pipe.buffers.recent.items) == 3000  # every impression still labelled
