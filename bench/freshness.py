@@ -1,9 +1,13 @@
 """Freshness: click produced to Kafka -> a published vector version that learnt from it.
 
-    python -m bench.freshness [--items 10000] [--probes 100] [--rate 100]
+    python -m bench.freshness [--items 10000] [--probes 100] [--rate 100] [--open-loop]
 
 Real embedded broker and Redis, the real MiniLM encoder, a 10k-item catalog, simulator
-traffic in the background (``--rate`` requests/s), and the worker in process. Every
+traffic in the background (``--rate`` requests/s), and the worker in process. The
+simulator ranks every request through the serving code (a closed loop), which one Python
+process cannot do at 1,000 requests/s beside the worker; ``--open-loop`` instead produces
+the traffic from a separate process (requests of 3 impressions on random catalog items,
+clicks at CTR 0.1, event time = now) and prints the rate it reached. Every
 ``--every-s`` a probe impression + click for a random catalog item is produced. A probe is
 fresh once the ``fresh`` arm's current version in Redis was trained with a watermark at or
 past the probe's event time (every partition had been read past it, and the probe's
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import random
 import tempfile
 import threading
@@ -32,12 +37,41 @@ from worker.tools.embedded import EmbeddedStack
 from worker.tools.simulate import SimConfig, Simulator
 
 
+def open_loop_traffic(options: dict[str, object], topic: str, items: int, rate: float,
+                      stop: multiprocessing.synchronize.Event, sent: multiprocessing.Value
+                      ) -> None:  # type: ignore[valid-type]
+    """Requests at ``rate`` per second until ``stop``: 3 impressions, clicks at CTR 0.1."""
+    producer = KafkaEventProducer(options, linger_ms=5)
+    enc, rng = msgspec.json.Encoder(), random.Random(7)
+    start, n = time.monotonic(), 0
+    while not stop.is_set():
+        ts = time.time_ns() // 1_000_000
+        user = f"ol-user-{rng.randrange(50_000)}"
+        for slot in range(3):
+            base = {"ts": ts, "user_id": user, "item_id": f"item-{rng.randrange(items):06d}",
+                    "request_id": f"ol-{n}", "arm": ("control", "fresh")[n % 2],
+                    "position": slot, "propensity": 0.5}
+            producer.emit(topic, user.encode(), enc.encode(
+                {**base, "event_id": f"ol-{n}-{slot}-i", "type": "impression"}))
+            if rng.random() < 0.1:
+                producer.emit(topic, user.encode(), enc.encode(
+                    {**base, "event_id": f"ol-{n}-{slot}-c", "type": "click"}))
+        n += 1
+        if n % 100 == 0:
+            sent.value = n  # type: ignore[attr-defined]
+            time.sleep(max(0.0, n / rate - (time.monotonic() - start)))
+    producer.flush()
+    sent.value = n  # type: ignore[attr-defined]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--every-s", type=float, default=0.5)
     ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--open-loop", action="store_true",
+                    help="traffic from a separate process, without ranking (high rates)")
     args = ap.parse_args()
     with EmbeddedStack() as stack, tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(None, {
@@ -69,8 +103,15 @@ def main() -> None:
                 n += 1
                 time.sleep(max(0.0, n / args.rate - (time.monotonic() - start)))
 
-        threads = [threading.Thread(target=worker_loop, daemon=True),
-                   threading.Thread(target=traffic, daemon=True)]
+        threads = [threading.Thread(target=worker_loop, daemon=True)]
+        ctx = multiprocessing.get_context("spawn")
+        ol_stop, ol_sent = ctx.Event(), ctx.Value("q", 0)
+        ol_proc = ctx.Process(target=open_loop_traffic, daemon=True, args=(
+            opts, settings.kafka.events_topic, args.items, args.rate, ol_stop, ol_sent))
+        if args.open_loop:
+            ol_proc.start()
+        else:
+            threads.append(threading.Thread(target=traffic, daemon=True))
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -81,7 +122,8 @@ def main() -> None:
                 break
             time.sleep(0.5)
         print(f"warm-up: {args.items} items encoded and published in "
-              f"{time.monotonic() - t0:.1f} s")
+              f"{time.monotonic() - t0:.1f} s", flush=True)
+        measure_t0, measure_n0 = time.monotonic(), ol_sent.value
         rng = random.Random(1)
         enc = msgspec.json.Encoder()
         pending: list[tuple[int, float]] = []
@@ -116,14 +158,20 @@ def main() -> None:
             pending = [p for p in pending if p[0] > watermark]
             time.sleep(0.02)
         stop.set()
+        reached = ""
+        if args.open_loop:
+            rate = (ol_sent.value - measure_n0) / (time.monotonic() - measure_t0)
+            reached = f" (open loop, reached {rate:,.0f} req/s)"
+            ol_stop.set()
+            ol_proc.join(30)
         for t in threads:
             t.join(30)
         lat = np.array(latencies)
         print(f"freshness over {len(lat)} clicks ({args.items}-item catalog, "
-              f"{args.rate:.0f} req/s background traffic, cycle interval "
+              f"{args.rate:.0f} req/s background traffic{reached}, cycle interval "
               f"{settings.training.cycle_interval_s} s): p50 {np.percentile(lat, 50):.2f} s, "
               f"p90 {np.percentile(lat, 90):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
-              f"max {lat.max():.2f} s  (target p99 <= 10 s)")
+              f"max {lat.max():.2f} s  (target p99 <= 2.4 s)")
         app.close()
         producer.close()
 

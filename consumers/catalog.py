@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from consumers.events import ItemUpdate
@@ -42,6 +43,32 @@ class Catalog:
         self.texts[update.item_id] = update.text
         self._changed.add(update.item_id)
         return True
+
+    def forget(self, item_ids: list[str]) -> None:
+        """Drop evicted items: a later update of one is a new item again."""
+        for item_id in item_ids:
+            self.texts.pop(item_id, None)
+            self._ts.pop(item_id, None)
+            self._stamps.pop(item_id, None)
+            self._changed.discard(item_id)
+
+    def trim(self, cap: int, has_row: Callable[[str], bool]) -> list[str]:
+        """Forget the least recently updated texts past ``cap`` of items without a row.
+
+        Texts of items no event has named yet (or not encoded yet) are state too: a
+        catalog feed of ever-new items must not grow it without bound.
+        """
+        excess = len(self.texts) - cap
+        out: list[str] = []
+        if excess <= 0:
+            return out
+        for item_id in self._stamps:  # oldest update first
+            if item_id in self.texts and not has_row(item_id):
+                out.append(item_id)
+                if len(out) >= excess:
+                    break
+        self.forget(out)
+        return out
 
     @property
     def changed(self) -> int:

@@ -33,51 +33,136 @@ def holdout_bucket(request_id: str) -> int:
 
 
 class RowIndex:
-    """Stable integer rows for item ids.
+    """Integer rows for item ids, with least-recently-used eviction when a cap is set.
 
-    A row is never reused, so it keeps its meaning across cycles and checkpoints (model
-    embedding rows are indexed by it).
+    A row keeps its meaning while its item is live (model embedding rows are indexed by
+    it). An evicted item's row goes on a free list and is handed to a later new item; the
+    owner of every per-row table resets such rows first (see ``evict``), and
+    :attr:`created` tells a checkpoint or a publish which rows hold a new item since a mark.
+    ``ids`` has ``""`` at a free row.
 
     Ingestion and a training cycle running beside it both hand out rows, so creating one
     takes a lock; looking one up does not (an id is listed in ``ids`` before it appears in
-    ``rows``, so a reader that finds a row finds its id too).
+    ``rows``, so a reader that finds a row finds its id too). Eviction runs only while no
+    cycle runs.
     """
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
+        self.free: list[int] = []
+        self.clock = 0  # rows created so far: ``created`` holds each row's creation number
+        self.created = np.zeros(1024, np.int64)
+        self.tick = 0  # advanced by the caller (once per batch); ``seen`` holds the last
+        self.seen = np.zeros(1024, np.int64)  # tick each row was looked up in
         self._lock = threading.Lock()
         self.extend(ids)
 
     def __len__(self) -> int:
+        """Rows handed out, free ones included (the size every per-row table needs)."""
         return len(self.ids)
 
+    @property
+    def live(self) -> int:
+        """Items that hold a row."""
+        return len(self.rows)
+
     def row(self, item_id: str) -> int:
-        """The id's row, created if new."""
+        """The id's row, created if new; marks it seen now."""
         row = self.rows.get(item_id)
         if row is None:
             with self._lock:
                 row = self.rows.get(item_id)
                 if row is None:
-                    row = len(self.ids)
-                    self.ids.append(item_id)
-                    self.rows[item_id] = row
+                    row = self._create(item_id)
+        self.seen[row] = self.tick
         return row
 
     def extend(self, item_ids: Iterable[str]) -> None:
         """Give every unseen id a row, in order."""
         with self._lock:
-            rows, ids = self.rows, self.ids
+            rows = self.rows
             for item_id in item_ids:
                 if item_id not in rows:
-                    ids.append(item_id)
-                    rows[item_id] = len(ids) - 1
+                    self._create(item_id)
 
-    def reset(self, ids: Sequence[str]) -> None:
-        """Replace the contents with ``ids`` in row order (a checkpoint's)."""
+    def _create(self, item_id: str) -> int:
+        if not self.free:
+            self._append_free()
+        row = self.free.pop()
+        self.ids[row] = item_id
+        self.clock += 1
+        self.created[row], self.seen[row] = self.clock, self.tick
+        self.rows[item_id] = row
+        return row
+
+    def created_since(self, mark: int) -> np.ndarray:
+        """Rows whose item was created after creation number ``mark``."""
+        return np.flatnonzero(self.created[: len(self.ids)] > mark)
+
+    def least_recent(self, n: int, keep: np.ndarray) -> np.ndarray:
+        """Up to ``n`` live rows seen longest ago, none of them in ``keep``."""
+        size = len(self.ids)
+        candidate = np.ones(size, bool)
+        candidate[self.free] = False
+        candidate[keep[(keep >= 0) & (keep < size)]] = False
+        rows = np.flatnonzero(candidate)
+        if len(rows) > n:
+            rows = rows[np.argpartition(self.seen[rows], n)[:n]]
+        return rows
+
+    def evict(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """Free ``rows`` (their ids lose them; later new ids reuse them); their ids."""
+        out = []
         with self._lock:
-            self.ids, self.rows = [], {}
-        self.extend(ids)
+            for row in map(int, rows):
+                item_id = self.ids[row]
+                if item_id and self.rows.get(item_id) == row:
+                    del self.rows[item_id]
+                    self.ids[row] = ""
+                    self.free.append(row)
+                    out.append(item_id)
+        return out
+
+    def assign(self, rows: Sequence[int], ids: Sequence[str], clock: int) -> None:
+        """Put ``ids`` at ``rows`` (a checkpoint delta's new items), then set the clock."""
+        with self._lock:
+            for row, item_id in zip(rows, ids, strict=True):
+                while len(self.ids) <= row:
+                    self._append_free()
+                old = self.ids[row]
+                if old and self.rows.get(old) == row:
+                    del self.rows[old]
+                if not old:
+                    self.free.remove(row)
+                self.ids[row] = item_id
+                self.rows[item_id] = row
+            self.clock = clock
+
+    def reset(self, ids: Sequence[str], clock: int = 0) -> None:
+        """Replace the contents with ``ids`` in row order (a checkpoint's; "" = free).
+
+        Restored rows count as old to every later creation mark.
+        """
+        with self._lock:
+            self.ids, self.rows, self.free = [], {}, []
+            self.created = np.zeros(max(1024, len(ids)), np.int64)
+            self.seen = np.zeros(max(1024, len(ids)), np.int64)
+            for item_id in ids:
+                if item_id:
+                    self.rows[item_id] = len(self.ids)
+                    self.ids.append(item_id)
+                else:
+                    self._append_free()
+            self.clock = clock
+
+    def _append_free(self) -> None:
+        row = len(self.ids)
+        if row >= len(self.created):
+            self.created = np.concatenate([self.created, np.zeros_like(self.created)])
+            self.seen = np.concatenate([self.seen, np.zeros_like(self.seen)])
+        self.ids.append("")
+        self.free.append(row)
 
 
 class Columns(NamedTuple):
@@ -110,12 +195,17 @@ class SampleRows:
         self.label = np.zeros(capacity, np.int8)
         self.bucket = np.zeros(capacity, np.uint16)
 
-    def put(self, slot: int, sample: Sample, index: RowIndex) -> None:
-        """Write ``sample`` into ``slot`` (its ids get rows in ``index``)."""
+    def put(self, slot: int, sample: Sample, index: RowIndex, restoring: bool = False) -> None:
+        """Write ``sample`` into ``slot`` (its ids get rows in ``index``).
+
+        ``restoring``: history ids without a row (evicted) are left out, as they were
+        when their item was evicted, instead of getting a row again.
+        """
         row = index.row
         self.item[slot] = row(sample.item_id)
         hist = sample.history[: self.history_len]
-        self.hist[slot, : len(hist)] = [row(i) for i in hist]
+        rows = ([index.rows.get(i, -1) for i in hist] if restoring else [row(i) for i in hist])
+        self.hist[slot, : len(hist)] = rows
         self.hist[slot, len(hist):] = -1
         self.label[slot] = sample.label
         self.bucket[slot] = holdout_bucket(sample.request_id)

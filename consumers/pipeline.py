@@ -116,6 +116,7 @@ class IngestPipeline:
         if not messages:
             return report
         report.messages = len(messages)
+        self.item_index.tick += 1  # "seen" clock of the item rows (eviction order)
         before = Counter(self.joiner.outcomes)
         evicted = Counter(self.joiner.evicted) + Counter(dedupe_ids=self.deduper.evicted)
         new: list[Sample] = []
@@ -276,7 +277,7 @@ class IngestPipeline:
 
     def marks(self) -> dict[str, int]:
         """Where the growing parts of the state stand: what a delta checkpoint starts after."""
-        return {"items": len(self.item_index), "dedupe": self.deduper.added,
+        return {"items": self.item_index.clock, "dedupe": self.deduper.added,
                 "catalog": self.catalog.stamp}
 
     def state_dict(self, since: dict[str, int] | None = None) -> dict[str, Any]:
@@ -310,8 +311,7 @@ class IngestPipeline:
             self.buffers.load_items(state["buffers"])
             return
         self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
-        self._committed = {}
-        now = time.monotonic()
+        self._committed, now = {}, time.monotonic()
         self._partition_ts = {(t, int(p)): [ts, now] for t, p, ts in state["partition_ts"]}
         self.joiner.load_state_dict(state["joiner"])
         self.buffers.load_state_dict(state["buffers"])

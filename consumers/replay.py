@@ -167,29 +167,42 @@ class ReplayBuffers:
     def state_dict(self, items_since: int | None = None) -> dict[str, Any]:
         """A JSON-serialisable copy of both buffers, the random states and the item rows.
 
-        ``items_since``: the item rows are append-only, so only those handed out after
-        that many are included (a delta checkpoint's).
+        ``items_since``: a creation mark of the item rows (:attr:`RowIndex.clock`); then
+        only the rows given to an item after it are included (a delta checkpoint's).
         """
-        start = items_since or 0
+        index = self.index
+        items: dict[str, Any] = {"item_ids": list(index.ids)}
+        if items_since is not None:
+            rows = index.created_since(items_since)
+            items = {"item_rows": rows.tolist(), "item_ids": [index.ids[r] for r in rows]}
         return {
             "recent": [sample_to_list(s) for s in self.recent.items],
             "reservoir": [sample_to_list(s) for s in self.reservoir.items],
             "seen": self.reservoir.seen,
             "reservoir_rng": _rng_to_json(self.reservoir.rng_state()),
             "sampler_rng": _rng_to_json(self._rng.getstate()),
-            "item_ids": self.index.ids[start:],
-            "item_ids_from": start,
+            "item_clock": index.clock, **items,
         }
 
     def load_items(self, state: dict[str, Any]) -> None:
-        """Restore (or, from a delta, extend) the item rows of :meth:`state_dict`."""
-        start = int(state.get("item_ids_from", 0))
-        if start == 0:
-            self.index.reset(state["item_ids"])
-        elif len(self.index) != start:
-            raise ValueError(f"item rows: delta starts at {start}, have {len(self.index)}")
+        """Restore (or, from a delta, update) the item rows of :meth:`state_dict`."""
+        clock = int(state.get("item_clock", 0))
+        if "item_rows" in state:
+            self.index.assign(state["item_rows"], state["item_ids"], clock)
         else:
-            self.index.extend(state["item_ids"])
+            self.index.reset(state["item_ids"], clock)
+
+    def referenced_rows(self) -> np.ndarray:
+        """Item rows some buffered sample is about (these are never evicted)."""
+        return np.unique(np.concatenate([self.recent_rows.item[: len(self.recent)],
+                                         self.reservoir_rows.item[: len(self.reservoir)]]))
+
+    def drop_history_rows(self, rows: np.ndarray) -> None:
+        """Evicted items leave the buffered histories (their entries become padding)."""
+        for cols, size in ((self.recent_rows, len(self.recent)),
+                           (self.reservoir_rows, len(self.reservoir))):
+            hist = cols.hist[:size]
+            hist[np.isin(hist, rows)] = -1
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace both buffers with the contents of :meth:`state_dict` (items first)."""
@@ -203,9 +216,9 @@ class ReplayBuffers:
         # Rebuild the columns: the recent window's samples in ring order, oldest first.
         self.recent.added = len(self.recent.items)
         for slot, sample in enumerate(self.recent.items):
-            self.recent_rows.put(slot, sample, self.index)
+            self.recent_rows.put(slot, sample, self.index, restoring=True)
         for slot, sample in enumerate(self.reservoir.items):
-            self.reservoir_rows.put(slot, sample, self.index)
+            self.reservoir_rows.put(slot, sample, self.index, restoring=True)
 
 
 def draw_mix(recent: Sequence[Sample], old: Sequence[Sample], n: int, share: float,

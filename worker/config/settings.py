@@ -84,6 +84,9 @@ class IngestSettings(_Section):
     dedupe_window_s: float = Field(3600.0, ge=0)
     join_window_s: float = Field(1800.0, gt=0)
     join_max_users: int = Field(200_000, ge=2)  # users whose history is kept (LRU)
+    # Items holding a row (text vector, collaborative rows, moments: ~4.5 KB each with 3
+    # arms); past it the least recently seen are evicted down to 90%. 0: no cap.
+    max_items: int = Field(1_000_000, ge=0)
     join_closed_keys: int = Field(200_000, ge=2)  # closed impressions remembered
     history_len: int = Field(10, ge=1)
     recent_capacity: int = Field(50_000, ge=1)

@@ -106,41 +106,49 @@ class ItemTable:
               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Ids and arrays to checkpoint (``items/rows`` says which rows the arrays hold).
 
-        ``since`` = (rows, text epoch) of an earlier checkpoint: only the rows added or
-        re-encoded after it.
+        ``since`` = (creation mark, text epoch) of an earlier checkpoint: only the rows
+        given to an item or re-encoded after it.
         """
         self.sync()  # the shared index may have handed out rows since the last cycle
-        n = len(self.ids)
+        index = self.index
+        n = len(index)
         if since is None:
             rows = np.arange(n)
-            state: dict[str, Any] = {"ids": list(self.ids), "from": 0}
+            state: dict[str, Any] = {"ids": list(index.ids)}
         else:
-            rows = np.union1d(self.text_changed_since(since[1], n), np.arange(since[0], n))
-            state = {"ids": self.ids[since[0]:n], "from": since[0]}
-        state["epoch"] = self.epoch
+            new = index.created_since(since[0])
+            rows = np.union1d(self.text_changed_since(since[1], n), new)
+            state = {"rows": new.tolist(), "ids": [index.ids[r] for r in new]}
+        state.update(epoch=self.epoch, clock=index.clock)
         return state, {"items/rows": rows.astype(np.int64),
                        "items/semantic": self.semantic[rows].cpu().numpy(),
                        "items/has_text": self.has_text[rows].astype(np.uint8)}
 
     def marks(self) -> tuple[int, int]:
-        """(rows, text epoch) now: what :meth:`state` of a later delta starts after."""
-        return len(self.ids), self.epoch
+        """(creation mark, text epoch) now: what :meth:`state` of a later delta starts after."""
+        return self.index.clock, self.epoch
+
+    def forget(self, rows: np.ndarray) -> None:
+        """Evicted rows: no text until a new item gets the row and its text arrives."""
+        self.semantic[torch.as_tensor(rows, dtype=torch.long, device=self.device)] = 0.0
+        self.has_text[rows] = False
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state` returned (a delta: on top of what it builds on).
 
-        A shared index restored from the same checkpoint already holds the ids (as a
-        prefix); an index that disagrees is replaced by them.
+        A shared index restored from the same checkpoint already holds the ids; an index
+        that disagrees is replaced (or updated) by them.
         """
-        start, ids = int(state["from"]), state["ids"]
-        if start == 0:
-            if self.index.ids[: len(ids)] != ids:
-                self.index.reset(ids)
+        index, clock = self.index, int(state.get("clock", 0))
+        if "rows" in state:
+            if [index.ids[r] if r < len(index) else None for r in state["rows"]] != state["ids"]:
+                index.assign(state["rows"], state["ids"], clock)
+        else:
+            if index.ids != state["ids"]:
+                index.reset(state["ids"], clock)
             self.semantic = torch.zeros(1024, self.text_dim, device=self.device)
             self.has_text = np.zeros(1024, bool)
             self.text_epoch = np.zeros(1024, np.int64)
-        elif self.index.ids[start:start + len(ids)] != ids:
-            self.index.extend(ids)
         self.sync()
         rows = tensors["items/rows"]
         self.semantic[rows] = torch.as_tensor(tensors["items/semantic"], device=self.device)

@@ -36,11 +36,12 @@ class Lineage:
         self.rejected_in_a_row = 0  # gate rejections since the last publish
         # Delta publishing. The served copy is what ``delta_base`` holds (it was published
         # from it, or promoted to it); the candidate differs from it in ``touched`` rows,
-        # and everywhere if ``dense_changed``. Rows new or re-encoded since the base are
-        # found from ``base_rows`` and the item table's text epoch ``base_epoch``.
+        # and everywhere if ``dense_changed``. Rows given to an item or re-encoded since the
+        # base are found from the row index's creation mark ``base_clock`` and the item
+        # table's text epoch ``base_epoch``.
         self.delta_base: str | None = None  # None: the next publish is a full one
         self.base_layers = 0  # layers delta_base reads (1: a full version)
-        self.base_rows = 0
+        self.base_clock = 0
         self.base_epoch = 0
         self.touched = np.zeros(model.capacity, bool)
         self.dense_changed = False
@@ -114,25 +115,40 @@ class Lineage:
         self.stamp += 1
         self.row_stamp[rows] = self.stamp
 
-    def changed_rows(self, candidate: bool, text_changed: np.ndarray, n: int
-                     ) -> np.ndarray | None:
+    def changed_rows(self, candidate: bool, new: np.ndarray, n: int) -> np.ndarray | None:
         """Rows a version of the candidate (or of the served copy) changes over delta_base.
 
         None when every row may have changed: no base, or the candidate's dense
-        parameters moved. ``text_changed``: rows re-encoded since ``base_epoch``.
+        parameters moved. ``new``: rows given to an item or re-encoded since the base.
         """
         if self.delta_base is None or (candidate and self.dense_changed):
             return None
-        parts = [text_changed, np.arange(self.base_rows, n)]
+        parts = [new]
         if candidate:
             parts.append(np.flatnonzero(self.touched[:n]))
         return np.unique(np.concatenate(parts))
 
-    def published_as(self, version: str, seq: int, layers: int, rows: int, epoch: int) -> None:
-        """``version`` (reading ``layers`` layers, ``rows`` items) is now the delta base."""
+    def published_as(self, version: str, seq: int, layers: int, clock: int, epoch: int) -> None:
+        """``version`` (reading ``layers`` layers) is now the delta base."""
         self.seq = seq
         self.published = self.delta_base = version
-        self.base_layers, self.base_rows, self.base_epoch = layers, rows, epoch
+        self.base_layers, self.base_clock, self.base_epoch = layers, clock, epoch
+
+    def forget(self, rows: np.ndarray) -> None:
+        """Evicted rows start over, in both copies and the optimiser's moments.
+
+        The next version is a full one: a delta cannot drop the evicted items.
+        """
+        self.model.reset_rows(rows, self.stamp)
+        self.served.reset_rows(rows, self.stamp)
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        for state in self.opt_sparse.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][idx.to(state[key].device)] = 0.0
+        self.touched[rows] = False
+        self._stamp(rows)
+        self.delta_base = None
 
     def promote(self) -> None:
         """The candidate becomes the served model."""
@@ -149,20 +165,19 @@ class Lineage:
         self.dense_changed = False
         self._build_optimisers()
 
-    def state(self, since: tuple[int, int] | None = None, items: int = 0
+    def state(self, since: int | None = None, new: np.ndarray | None = None
               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Bookkeeping and both weight sets, for a checkpoint.
 
-        ``since`` = (item rows, stamp) at an earlier checkpoint, ``items`` the item rows
-        now: the sparse tables then hold only rows added or changed after it
+        ``since``: the stamp at an earlier checkpoint, ``new`` the rows given to an item
+        after it. The sparse tables then hold only rows changed or new since
         (``<table>@rows`` lists them); the dense parameters are small and always whole.
         """
         sparse = {"collab.weight", "item_bias.weight"}
         rows = None
         if since is not None:
-            n = min(items, self.model.capacity)
-            rows = np.union1d(np.flatnonzero(self.row_stamp[:n] > since[1]),
-                              np.arange(min(since[0], n), n))
+            rows = np.union1d(np.flatnonzero(self.row_stamp > since),
+                              np.zeros(0, np.int64) if new is None else new)
         tensors: dict[str, np.ndarray] = {}
         for which, module in (("model", self.model), ("served", self.served)):
             for key, value in module.state_dict().items():

@@ -92,6 +92,14 @@ class FreshRecModel(nn.Module):
             setattr(self, name, new)
         return True
 
+    @torch.no_grad()
+    def reset_rows(self, rows: np.ndarray, salt: int) -> None:
+        """Rows an evicted item held start over as a new item's would (seeded noise, 0 bias)."""
+        device = self.collab.weight.device
+        idx = torch.as_tensor(rows, dtype=torch.long, device=device)
+        self.collab.weight[idx] = _noise(len(rows), self.dim, self.seed * 7919 + salt).to(device)
+        self.item_bias.weight[idx] = 0.0
+
     def item_vectors(self, rows: torch.Tensor, semantic: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, b) for item rows of any shape: w has a trailing ``dim`` axis."""

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import numpy as np
+
 from model_store.base import (
     PinnedError,
     StaleParentError,
@@ -59,16 +61,19 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
     # Ingestion may hand out item rows while this runs (the cycle is on its own thread):
     # publish exactly the rows that exist now, ids and vectors alike.
     n = len(table)
-    ids = table.ids[:n]
+    ids = table.ids[:n]  # "" where a row is free (its item was evicted)
     table.sync()
     lin.grow(n)
-    epoch = table.epoch
+    epoch, clock = table.epoch, table.index.clock
+    live = np.array([bool(i) for i in ids]) if table.index.free else np.ones(n, bool)
     rows = None
     if lin.base_layers < max_layers:
-        rows = lin.changed_rows(model is lin.model, table.text_changed_since(lin.base_epoch, n),
-                                n)
+        new = np.union1d(table.text_changed_since(lin.base_epoch, n),
+                         table.index.created_since(lin.base_clock))
+        rows = lin.changed_rows(model is lin.model, new[new < n], n)
+        rows = None if rows is None else rows[live[rows]]
     info = VersionInfo(
-        version=version, dim=model.dim + 1, item_count=n,
+        version=version, dim=model.dim + 1, item_count=int(live.sum()),
         created_at=datetime.now(UTC).isoformat(), model_version=version,
         extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
                "watermark_ms": str(times[1]), "layout": "w|bias"},
@@ -82,8 +87,9 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
             store.publish(lin.name, version, out_ids, vectors, info, parent=lin.delta_base)
             layers = lin.base_layers + 1
         except StaleParentError:
-            out_ids, rows = ids, None
-            vectors = model.export(n, table.semantic)
+            all_rows = np.flatnonzero(live)
+            out_ids, rows = [ids[r] for r in all_rows], None
+            vectors = model.export_rows(all_rows, table.semantic)
             store.publish(lin.name, version, out_ids, vectors, info)
             layers = 1
     except PinnedError:
@@ -92,7 +98,7 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
         # Keep the trained candidate: the next cycle publishes it (or a better one).
         log.warning("publish of %s skipped: %s", version, exc)
         return Published(None, 0.0, "unavailable")
-    lin.published_as(version, seq, layers, n, epoch)
+    lin.published_as(version, seq, layers, clock, epoch)
     if model is lin.model:
         lin.promote()
     if drift is not None:

@@ -83,7 +83,6 @@ class Trainer:
             self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher)
         # Teachers train before their students within a cycle.
         self._order = sorted(self.lineages.values(), key=lambda lin: lin.kind == "distilled")
-        self._rng = np.random.default_rng(seed)
         self._last_cycle: float | None = None
         self.last_reports: dict[str, CycleReport] = {}
         self.cycles = 0
@@ -98,10 +97,7 @@ class Trainer:
         return pending > 0 or feed.changed_items() > 0
 
     def cycle_budget(self, pending: int) -> tuple[int, int]:
-        """(replay rows per buffer, catalog texts) a cycle over ``pending`` new samples uses.
-
-        What a snapshot of the feed must hold for the cycle to run from it alone.
-        """
+        """(replay rows per buffer, catalog texts) a cycle over ``pending`` samples uses."""
         new = int(pending * (1 - self.cfg.holdout_share)) + 1
         return cycle_steps(new, self.cfg) * self.cfg.batch_size, self.cfg.encode_per_cycle
 
@@ -284,27 +280,29 @@ class Trainer:
 
     def marks(self) -> dict[str, int]:
         """Where the growing state stands: what a later delta checkpoint starts after."""
-        rows, epoch = self.table.marks()
-        out = {"rows": rows, "epoch": epoch}
-        out.update((f"stamp:{name}", lin.stamp) for name, lin in self.lineages.items())
-        return out
+        clock, epoch = self.table.marks()
+        return {"clock": clock, "epoch": epoch,
+                **{f"stamp:{name}": lin.stamp for name, lin in self.lineages.items()}}
 
     def state(self, since: dict[str, int] | None = None
               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Item table, lineages and bookkeeping for a checkpoint.
-
-        ``since``: :meth:`marks` at the last checkpoint; then only item rows added,
-        re-encoded or trained after it are included (the dense parameters whole).
-        """
-        items, tensors = self.table.state(None if since is None
-                                          else (since["rows"], since["epoch"]))
-        n = len(self.table)
+        """Item table, lineages and bookkeeping: whole, or what changed since ``since``."""
+        marks = None if since is None else (since["clock"], since["epoch"])
+        items, tensors = self.table.state(marks)
+        new = None if since is None else self.table.index.created_since(since["clock"])
         lineages = {}
         for name, lin in self.lineages.items():
-            mark = None if since is None else (since["rows"], since.get(f"stamp:{name}", -1))
-            lineages[name], lin_tensors = lin.state(mark, n)
+            mark = None if since is None else since.get(f"stamp:{name}", -1)
+            lineages[name], lin_tensors = lin.state(mark, new)
             tensors.update(lin_tensors)
         return {"items": items, "lineages": lineages, "cycles": self.cycles}, tensors
+
+    def forget(self, rows: np.ndarray) -> None:
+        """Rows of evicted items start over (call while no cycle runs)."""
+        self.table.forget(rows)
+        for lin in self.lineages.values():
+            lin.grow(len(self.table))
+            lin.forget(rows)
 
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state` (a delta: over what it builds on).

@@ -9,6 +9,7 @@ from typing import Any
 
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
+from consumers.eviction import ItemEvictor
 from consumers.joiner import Joiner
 from consumers.kafka_dlq import KafkaDeadLetterSink
 from consumers.kafka_source import KafkaEventSource, ensure_topics
@@ -120,7 +121,8 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
                     overlap=settings.training.overlap,
-                    checkpoint_full_every=settings.store.full_every)
+                    checkpoint_full_every=settings.store.full_every,
+                    evictor=ItemEvictor(ing.max_items))
     return App(settings, metrics, pipeline, trainer, worker, store, drift, monitor)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from consumers.base import SourceUnavailable
+from consumers.eviction import ItemEvictor
 from consumers.pipeline import BatchReport, IngestPipeline
 from consumers.snapshot import FeedSnapshot
 from model_store.base import StoreUnavailable
@@ -64,6 +65,10 @@ class Trainer(Protocol):
         """(replay rows per buffer, catalog texts) a cycle over ``pending`` samples uses."""
         ...
 
+    def forget(self, rows: np.ndarray) -> None:
+        """Item rows were evicted: reset them (called while no cycle runs)."""
+        ...
+
 
 class Worker:
     """Polls and processes in one thread; a training cycle runs beside it on another.
@@ -92,7 +97,7 @@ class Worker:
                  stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic, overlap: bool = True,
-                 checkpoint_full_every: int = 20) -> None:
+                 checkpoint_full_every: int = 20, evictor: ItemEvictor | None = None) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
@@ -116,6 +121,7 @@ class Worker:
         # marks; a full one (compaction) every checkpoint_full_every, or once the deltas
         # since the last full one have written as many bytes as it did.
         self.checkpoint_full_every = checkpoint_full_every
+        self.evictor = evictor
         self._ckpt_parent: Path | None = None
         self._ckpt_marks: dict[str, dict[str, int]] | None = None
         self._ckpt_deltas = 0
@@ -158,6 +164,9 @@ class Worker:
         now = self.clock()
         if now - self._last_stats >= self.stats_interval_s:
             self.refresh_statistics()
+        if self._cycle is None and self.evictor is not None and self.evictor.due(
+                self.pipeline.buffers, self.pipeline.catalog):
+            self._evict(self.evictor)
         if self._cycle is not None:
             if self._cycle.done():
                 self._settle_cycle()
@@ -173,6 +182,19 @@ class Worker:
                 self._last_checkpoint = now
                 self._record_flush(self.monitor.flush())
         return report
+
+    def _evict(self, evictor: ItemEvictor) -> None:
+        """Evict items past the cap (no cycle runs now, so no snapshot holds their rows)."""
+        dropped = evictor.texts_dropped
+        rows = evictor.run(self.pipeline.buffers, self.pipeline.catalog)
+        self.metrics.record_evicted("catalog_texts", evictor.texts_dropped - dropped)
+        if len(rows):
+            if self.trainer is not None:
+                self.trainer.forget(rows)
+            self._ckpt_marks = None  # a delta cannot express freed rows: a full one next
+            self.metrics.record_evicted("items", len(rows))
+            log.info("evicted %d least recently seen items (cap %d)", len(rows),
+                     evictor.max_items)
 
     @property
     def cycle_running(self) -> bool:

@@ -45,9 +45,10 @@ class Metrics:
         self.checkpoints = Counter("freshrec_checkpoints", "Durable snapshots followed by an "
                                    "offset commit", registry=r)
         self.state_evicted = Counter("freshrec_state_evicted", "State entries dropped by their "
-                                     "caps (closed_keys, user_histories, dedupe_ids)",
+                                     "caps (closed_keys, user_histories, dedupe_ids, items, "
+                                     "catalog_texts)",
                                      ["state"], registry=r)
-        for state in ("closed_keys", "user_histories", "dedupe_ids"):
+        for state in ("closed_keys", "user_histories", "dedupe_ids", "items", "catalog_texts"):
             self.state_evicted.labels(state)
         self.checkpoint_bytes = Counter("freshrec_checkpoint_bytes", "Bytes written by "
                                         "checkpoints (kind: full, or a delta of what changed "
@@ -255,6 +256,10 @@ class Metrics:
         self.checkpoint_seconds.observe(duration_s)
         self.record_buffers(recent, reservoir)
         self.catalog_items.set(catalog_items)
+
+    def record_evicted(self, state: str, n: int) -> None:
+        """Count state entries dropped by a cap outside an ingestion step (items)."""
+        self.state_evicted.labels(state).inc(n)
 
     def record_checkpoint_bytes(self, kind: str, nbytes: int) -> None:
         """Count the bytes one checkpoint wrote (kind: full | delta)."""
