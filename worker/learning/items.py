@@ -130,6 +130,7 @@ class ItemTable:
 
     def forget(self, rows: np.ndarray) -> None:
         """Evicted rows: no text until a new item gets the row and its text arrives."""
+        self.sync()  # ingestion may have handed out rows since the last cycle
         self.semantic[torch.as_tensor(rows, dtype=torch.long, device=self.device)] = 0.0
         self.has_text[rows] = False
 

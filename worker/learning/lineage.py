@@ -81,6 +81,9 @@ class Lineage:
         grown = self.model.capacity - len(self.touched)
         self.touched = np.concatenate([self.touched, np.zeros(grown, bool)])
         self.row_stamp = np.concatenate([self.row_stamp, np.zeros(grown, np.int64)])
+        # The new rows' initial values go into the next delta checkpoint (a restore grows
+        # in one step, which would draw different noise).
+        self._stamp(np.arange(len(self.row_stamp) - grown, len(self.row_stamp)))
         self.opt_sparse = torch.optim.SparseAdam(self.model.sparse_parameters(), lr=self.lr)
         for param, state in zip(self.model.sparse_parameters(), old_state, strict=True):
             if state:
@@ -178,6 +181,7 @@ class Lineage:
         if since is not None:
             rows = np.union1d(np.flatnonzero(self.row_stamp > since),
                               np.zeros(0, np.int64) if new is None else new)
+            rows = rows[rows < self.model.capacity]  # past it: not grown to yet
         tensors: dict[str, np.ndarray] = {}
         for which, module in (("model", self.model), ("served", self.served)):
             for key, value in module.state_dict().items():

@@ -153,6 +153,13 @@ class Worker:
 
     def run_once(self) -> BatchReport:
         """One poll + process; then a training cycle and/or checkpoint when due."""
+        if self.evictor is not None and self.evictor.over_hard_limit(self.pipeline.buffers):
+            # Items are evicted between cycles; a cycle long enough for ingestion to pass
+            # the hard limit is waited for first (backpressure), so rows stay bounded.
+            if self._cycle is not None:
+                self._settle_cycle()
+                self.checkpoint()
+            self._evict(self.evictor)
         report = self.pipeline.step(self.poll_max_records, self.poll_timeout_s)
         self.metrics.health.beat()
         self.metrics.record_up("kafka", True)
@@ -186,7 +193,8 @@ class Worker:
     def _evict(self, evictor: ItemEvictor) -> None:
         """Evict items past the cap (no cycle runs now, so no snapshot holds their rows)."""
         dropped = evictor.texts_dropped
-        rows = evictor.run(self.pipeline.buffers, self.pipeline.catalog)
+        waiting = () if self.trainer is None else (s.item_id for s in self.pipeline.fresh)
+        rows = evictor.run(self.pipeline.buffers, self.pipeline.catalog, waiting)
         self.metrics.record_evicted("catalog_texts", evictor.texts_dropped - dropped)
         if len(rows):
             if self.trainer is not None:

@@ -140,3 +140,17 @@ def test_catalog_texts_of_items_no_event_names_are_capped_too(tmp_path):
         assert len(pipeline.catalog) <= 300 + 100
     assert "i1999" in pipeline.catalog.texts and "i0" not in pipeline.catalog.texts
     assert metrics.state_evicted.labels("catalog_texts")._value.get() >= 2000 - 400
+
+
+def test_forgetting_rows_the_table_has_not_grown_to_yet(tiny_bert_dir):
+    # Ingestion hands out rows between cycles; an eviction then may name rows past the
+    # table's last sync (found by bench.memory: an IndexError in the worker).
+    enc = TextEncoder(tiny_bert_dir)
+    index = RowIndex()
+    trainer = Trainer(ARMS, TrainingSettings(), ItemTable(enc.dim, index=index),
+                      SemanticCache(enc).get, MemoryVectorStore(), dim=8)
+    index.extend(f"i{k}" for k in range(3000))
+    rows = np.arange(2500, 2600)
+    index.evict(rows)
+    trainer.forget(rows)
+    assert trainer.table.capacity >= 3000 and not trainer.table.has_text[rows].any()
