@@ -108,9 +108,7 @@ def main() -> None:
         ol_stop, ol_sent = ctx.Event(), ctx.Value("q", 0)
         ol_proc = ctx.Process(target=open_loop_traffic, daemon=True, args=(
             opts, settings.kafka.events_topic, args.items, args.rate, ol_stop, ol_sent))
-        if args.open_loop:
-            ol_proc.start()
-        else:
+        if not args.open_loop:
             threads.append(threading.Thread(target=traffic, daemon=True))
         for t in threads:
             t.start()
@@ -123,6 +121,9 @@ def main() -> None:
             time.sleep(0.5)
         print(f"warm-up: {args.items} items encoded and published in "
               f"{time.monotonic() - t0:.1f} s", flush=True)
+        if args.open_loop:  # after the warm-up: the encoder has the CPU to itself first
+            ol_proc.start()
+            time.sleep(10)  # traffic at full rate before the first probe
         measure_t0, measure_n0 = time.monotonic(), ol_sent.value
         rng = random.Random(1)
         enc = msgspec.json.Encoder()

@@ -13,11 +13,12 @@ __all__ = ["DeadLetterSink", "EventSource", "SourceUnavailable", "Topics"]
 
 @dataclass(frozen=True)
 class Topics:
-    """The three contract topics (README: Topics)."""
+    """The contract topics (README: Topics)."""
 
     events: str = "freshrec.events"
     items: str = "freshrec.items"
     dlq: str = "freshrec.dlq"
+    samples: str = "freshrec.samples"  # ingest tier -> trainers (see consumers.samples)
 
 
 class SourceUnavailable(ConnectionError):

@@ -28,12 +28,12 @@ from consumers.events import (
     Reason,
     Rejection,
     Sample,
-    sample_from_list,
-    sample_to_list,
 )
 from consumers.joiner import Joiner
 from consumers.parse import DEFAULT_MAX_BYTES, parse_event, parse_item
+from consumers.pipeline_state import load_pipeline_state, pipeline_marks, pipeline_state
 from consumers.replay import ReplayBuffers
+from consumers.samples import decode_sample, sample_key
 
 __all__ = ["BatchReport", "IngestPipeline", "Topics"]
 
@@ -98,10 +98,10 @@ class IngestPipeline:
         self.idle_partition_s = idle_partition_s
         self.offsets: Offsets = {}
         self.fresh: list[Sample] = []  # samples not yet seen by the trainer
-        self._committed: Offsets = {}
+        self.committed: Offsets = {}
         # Newest event time per events partition, and when it last moved (monotonic s):
         # the join watermark is the minimum over partitions that are not idle.
-        self._partition_ts: dict[tuple[str, int], list[float]] = {}
+        self.partition_ts: dict[tuple[str, int], list[float]] = {}
         self._persist: PersistFn | None = None
         source.set_revoke_hook(self._on_revoke)
 
@@ -121,8 +121,9 @@ class IngestPipeline:
         evicted = Counter(self.joiner.evicted) + Counter(dedupe_ids=self.deduper.evicted)
         new: list[Sample] = []
         events_topic, items_topic = self.topics.events, self.topics.items
+        samples_topic = self.topics.samples
         limit = self.max_message_bytes
-        offsets, part_ts = self.offsets, self._partition_ts
+        offsets, part_ts = self.offsets, self.partition_ts
         check_time, watermark_ts = self.time_policy.check, self.time_policy.watermark_ts
         arm_events, item_events = report.arm_events, report.item_events
         now = time.monotonic()
@@ -155,6 +156,17 @@ class IngestPipeline:
                     if etype == "impression" and event.position == 0:
                         arm_events[(event.arm, "request")] += 1
                     self.joiner.add(event, new)
+            elif msg.topic == samples_topic:  # a trainer fed by the ingest tier
+                sample = decode_sample(msg.value)
+                if isinstance(sample, Rejection):
+                    self._reject(msg, sample, report)
+                elif self.deduper.seen_before(sample_key(sample), sample.ts):
+                    report.duplicates += 1  # produced again after an ingest restart
+                else:
+                    seen = part_ts.setdefault(tp, [sample.ts, now])
+                    if sample.ts > seen[0]:
+                        seen[0], seen[1] = sample.ts, now
+                    new.append(sample)
             elif msg.topic == items_topic:
                 item = parse_item(msg.value, limit)
                 if isinstance(item, Rejection):
@@ -179,11 +191,11 @@ class IngestPipeline:
         quiet, or moved to another member) stops holding the watermark back.
         """
         now = time.monotonic() if now_s is None else now_s
-        active = [ts for ts, moved in self._partition_ts.values()
+        active = [ts for ts, moved in self.partition_ts.values()
                   if now - moved < self.idle_partition_s]
         if active:
             return int(min(active))
-        return int(max((ts for ts, _ in self._partition_ts.values()), default=0))
+        return int(max((ts for ts, _ in self.partition_ts.values()), default=0))
 
     def flush_joins(self) -> int:
         """Close all pending impressions as negatives (end of a finite run); returns count."""
@@ -202,11 +214,11 @@ class IngestPipeline:
         pending = self._make_durable()
         if pending:
             self.source.commit(pending)
-            self._committed.update(pending)
+            self.committed.update(pending)
         return pending
 
     def _make_durable(self) -> Offsets:
-        pending = {tp: off for tp, off in self.offsets.items() if self._committed.get(tp) != off}
+        pending = {tp: off for tp, off in self.offsets.items() if self.committed.get(tp) != off}
         self.dead_letters.flush()
         if self._persist is not None:
             self._persist(dict(self.offsets))
@@ -216,7 +228,7 @@ class IngestPipeline:
         # Persist everything processed so far; the source commits it before the partitions
         # move, so the next owner starts exactly where this one stopped.
         pending = self._make_durable()
-        self._committed.update(pending)
+        self.committed.update(pending)
         return pending
 
     def _reject(self, msg: Message, rejection: Rejection, report: BatchReport) -> None:
@@ -277,44 +289,12 @@ class IngestPipeline:
 
     def marks(self) -> dict[str, int]:
         """Where the growing parts of the state stand: what a delta checkpoint starts after."""
-        return {"items": self.item_index.clock, "dedupe": self.deduper.added,
-                "catalog": self.catalog.stamp}
+        return pipeline_marks(self)
 
     def state_dict(self, since: dict[str, int] | None = None) -> dict[str, Any]:
-        """All ingestion state as JSON-serialisable data, or a delta.
-
-        ``since`` (:meth:`marks` at the last checkpoint): the growing parts (item rows,
-        dedupe ids, catalog texts) hold only what changed after it; the rest is whole.
-        """
-        since = since or {}
-        return {
-            "offsets": [[t, p, o] for (t, p), o in self.offsets.items()],
-            "partition_ts": [[t, p, ts] for (t, p), (ts, _) in self._partition_ts.items()],
-            "joiner": self.joiner.state_dict(),
-            "deduper": self.deduper.state_dict(since.get("dedupe")),
-            "buffers": self.buffers.state_dict(since.get("items")),
-            "catalog": self.catalog.state_dict(since.get("catalog")),
-            "fresh": [sample_to_list(s) for s in self.fresh],
-            # Dead letters are flushed before this state is taken: everything past this
-            # DLQ position came after it, and is not sent again on redelivery.
-            "dlq_position": [[p, o] for p, o in self.dead_letters.position().items()],
-        }
+        """All ingestion state as JSON-serialisable data, or a delta after ``since``."""
+        return pipeline_state(self, since)
 
     def load_state_dict(self, state: dict[str, Any], final: bool = True) -> None:
-        """Restore :meth:`state_dict` output before the first step.
-
-        A chain is applied base first; ``final`` False applies only the growing parts.
-        """
-        self.deduper.load_state_dict(state["deduper"])
-        self.catalog.load_state_dict(state["catalog"])
-        if not final:
-            self.buffers.load_items(state["buffers"])
-            return
-        self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
-        self._committed, now = {}, time.monotonic()
-        self._partition_ts = {(t, int(p)): [ts, now] for t, p, ts in state["partition_ts"]}
-        self.joiner.load_state_dict(state["joiner"])
-        self.buffers.load_state_dict(state["buffers"])
-        self.fresh = [sample_from_list(f) for f in state["fresh"]]
-        if "dlq_position" in state:
-            self.dead_letters.resume_after({int(p): int(o) for p, o in state["dlq_position"]})
+        """Restore :meth:`state_dict` output (a chain base first; see pipeline_state)."""
+        load_pipeline_state(self, state, final)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -49,3 +51,43 @@ def test_serving_reads_a_cluster_like_a_single_redis(cluster_client, uid):
     assert counters.apply("t:0", {(IDS[3], "impression"): 2}, {("fresh", "impression"): 2})
     imps, _ = counters.item_stats([IDS[3]])
     assert np.array_equal(imps, [2])
+
+
+def test_the_whole_worker_runs_on_a_cluster(stack, redis_cluster, uid, tmp_path,
+                                            tiny_bert_dir):
+    """Ingest, train, publish (full and delta versions), counters: all on a cluster."""
+    from model_store.redis_store import connect
+    from tests.integration.test_worker_e2e import overrides, simulate
+    from worker.learning.encoder import TextEncoder
+    from worker.runtime.app import build_app
+
+    ov = overrides(stack, uid, tmp_path, tiny_bert_dir)
+    ov["redis"] = {"url": redis_cluster.url, "cluster": True, "prefix": uid}
+    ov["training"].update(warmup_cycles=1, dense_every_cycles=3)
+    settings = load_settings(None, ov)
+    app = build_app(settings, encoder=TextEncoder(tiny_bert_dir))
+    layers = set()
+    try:
+        simulate(settings.kafka.client_options(), (f"{uid}.events", f"{uid}.items"), 600)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and max(layers, default=1) < 2:
+            app.worker.run_once()
+            for report in app.worker.last_reports.values():
+                layers.add(report.published_layers)
+        app.worker.checkpoint()  # flushes the arm counters
+    finally:
+        app.close()
+    assert max(layers) >= 2, "no delta version was published on the cluster"
+    client = connect(redis_cluster.url, cluster=True)
+    store = RedisVectorStore(client, prefix=uid)
+    lin = app.trainer.lineages["fresh"]
+    assert store.current("fresh").version == lin.published
+    version, ids, mat = store.all_vectors("fresh")
+    want = lin.served.export_rows(np.array(app.trainer.table.lookup(ids)),
+                                  app.trainer.table.semantic)
+    np.testing.assert_allclose(mat, want, rtol=1e-6, atol=1e-6)
+    _, got, found = store.lookup("fresh", ids[:50])
+    assert found.all() and np.allclose(got, mat[:50])
+    totals = RedisCounters(client, uid).arm_totals()
+    sent = app.worker.monitor.totals
+    assert totals["fresh"]["impression"] == sent["fresh"]["impression"] > 0

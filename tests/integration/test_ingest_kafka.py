@@ -58,7 +58,7 @@ def test_restart_after_crash_between_poll_and_commit_loses_and_duplicates_nothin
     first.checkpoint()
     for _ in range(3):
         first.run_once()
-    committed = dict(first.pipeline._committed)
+    committed = dict(first.pipeline.committed)
     assert first.pipeline.offsets != committed  # there is uncommitted work to lose
     if crash_point == "after_persist_before_commit":
         def crash(_offsets):

@@ -36,6 +36,7 @@ class KafkaSettings(_Section):
     events_topic: str = "freshrec.events"
     items_topic: str = "freshrec.items"
     dlq_topic: str = "freshrec.dlq"
+    samples_topic: str = "freshrec.samples"  # ingest tier -> trainers (--role ingest|train)
     create_topics: bool = True
     partitions: int = Field(4, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

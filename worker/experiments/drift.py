@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
 
 import numpy as np
 
 from worker.experiments.stats import compare
 
-__all__ = ["Adwin", "LabelDrift", "ScorePSI", "embedding_drift", "psi"]
+__all__ = ["Adwin", "LabelDrift", "ScorePSI", "cosine_shift", "psi"]
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -70,31 +69,15 @@ class ScorePSI:
         return self.score
 
 
-def embedding_drift(ids_a: Sequence[str], vecs_a: np.ndarray, ids_b: Sequence[str],
-                    vecs_b: np.ndarray, moved_cosine: float = 0.9) -> tuple[float, float]:
-    """(mean cosine shift, share of items moved) over items present in both versions.
-
-    Cosine shift of an item is ``1 - cos(a, b)``; an item "moved" when its cosine falls
-    below ``moved_cosine``. Unchanged vectors (zero ones included) have not moved:
-
-    >>> z = np.zeros((2, 3))
-    >>> embedding_drift(["a", "b"], z, ["a", "b"], z)
-    (0.0, 0.0)
-    """
-    index_b = {i: k for k, i in enumerate(ids_b)}
-    pairs = [(k, index_b[i]) for k, i in enumerate(ids_a) if i in index_b]
-    if not pairs:
-        return 0.0, 0.0
-    ka, kb = (np.array(x) for x in zip(*pairs, strict=True))
-    shift = cosine_shift(vecs_a[ka], vecs_b[kb])
-    return float(np.mean(shift)), float(np.mean(shift > 1 - moved_cosine))
-
-
 def cosine_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``1 - cos`` of each row pair; 0 for a row that did not change, even a zero one.
 
     A zero vector (an item no model has learnt yet) has an undefined cosine: unchanged, it
-    has not moved, so it counts as cosine 1, not 0.
+    has not moved, so it counts as cosine 1, not 0:
+
+    >>> z = np.zeros((2, 3))
+    >>> cosine_shift(z, z).tolist()
+    [0.0, 0.0]
     """
     norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     cos = np.sum(a * b, axis=1) / np.maximum(norm_a * norm_b, 1e-12)

@@ -12,6 +12,7 @@ from consumers.event_time import TimePolicy
 from consumers.eviction import ItemEvictor
 from consumers.joiner import Joiner
 from consumers.kafka_dlq import KafkaDeadLetterSink
+from consumers.kafka_samples import KafkaSampleSink
 from consumers.kafka_source import KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
@@ -27,7 +28,8 @@ from worker.learning.training import Trainer
 from worker.runtime.loop import Worker
 from worker.runtime.metrics import Metrics
 
-__all__ = ["App", "build_app", "build_serve", "counters", "redis_client", "vector_store"]
+__all__ = ["App", "IngestApp", "build_app", "build_ingest_app", "build_serve", "counters",
+           "redis_client", "vector_store"]
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +75,82 @@ def counters(settings: Settings, client: Any = None) -> RedisCounters:
                          settings.redis.prefix)
 
 
-def build_app(settings: Settings, encoder: TextEncoder | None = None) -> App:
-    """Build (but do not start) the worker; creates topics when configured to."""
+@dataclass
+class IngestApp:
+    """An ingest-tier worker: events in, samples out to the samples topic (no trainer)."""
+
+    settings: Settings
+    metrics: Metrics
+    pipeline: IngestPipeline
+    worker: Worker
+    monitor: ExperimentMonitor
+    samples: KafkaSampleSink
+
+    def close(self) -> None:
+        """Release clients (the consumer leaves its group without committing)."""
+        self.pipeline.source.close()
+        self.samples.close()
+        dlq = self.pipeline.dead_letters
+        if isinstance(dlq, KafkaDeadLetterSink):
+            dlq.close()
+
+
+def _pipeline(settings: Settings, subscribe: list[str], role: str) -> IngestPipeline:
+    """The consumer-group member and its ingestion state; creates topics if configured."""
     k, ing = settings.kafka, settings.ingest
     opts = k.client_options()
-    topics = Topics(k.events_topic, k.items_topic, k.dlq_topic)
+    topics = Topics(k.events_topic, k.items_topic, k.dlq_topic, k.samples_topic)
     if k.create_topics:
-        ensure_topics(opts, {topics.events: k.partitions, topics.items: 1, topics.dlq: 1})
-    source = KafkaEventSource([topics.events, topics.items], k.group_id, opts)
-    pipeline = IngestPipeline(
+        ensure_topics(opts, {topics.events: k.partitions, topics.items: 1, topics.dlq: 1,
+                             topics.samples: k.partitions})
+    source = KafkaEventSource([getattr(topics, name) for name in subscribe], k.group_id, opts)
+    # An ingest-tier process only passes samples on: it keeps no replay buffers.
+    recent, reservoir = (1, 1) if role == "ingest" else (ing.recent_capacity,
+                                                        ing.reservoir_capacity)
+    return IngestPipeline(
         source, KafkaDeadLetterSink(topics.dlq, opts, ing.dlq_max_value_bytes), topics,
-        buffers=ReplayBuffers(ing.recent_capacity, ing.reservoir_capacity, ing.recent_share,
-                              ing.seed, ing.history_len),
+        buffers=ReplayBuffers(recent, reservoir, ing.recent_share, ing.seed, ing.history_len),
         joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len,
                       max_users=ing.join_max_users, closed_memory=ing.join_closed_keys),
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes,
         time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)))
+
+
+def build_ingest_app(settings: Settings) -> IngestApp:
+    """``freshrec run --role ingest``: parse, dedupe, join; samples to the samples topic.
+
+    Ingest processes share one consumer group on the events topic (keyed by user, so a
+    user's impressions and clicks meet in one process) and scale by its partitions.
+    """
+    k = settings.kafka
+    pipeline = _pipeline(settings, ["events"], "ingest")
+    metrics = Metrics()
+    metrics.configure_experiment(settings.experiment.name,
+                                 [a.name for a in settings.experiment.arms])
+    monitor = ExperimentMonitor(settings.experiment, counters(settings))
+    sink = KafkaSampleSink(k.samples_topic, k.client_options())
+    worker = Worker(pipeline, CheckpointStore(settings.store.checkpoint_dir, settings.store.keep),
+                    metrics, monitor=monitor,
+                    checkpoint_interval_s=settings.ingest.checkpoint_interval_s,
+                    stats_interval_s=settings.experiment.stats_interval_s,
+                    poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
+                    checkpoint_full_every=settings.store.full_every, samples=sink)
+    return IngestApp(settings, metrics, pipeline, worker, monitor, sink)
+
+
+def build_app(settings: Settings, encoder: TextEncoder | None = None, role: str = "all") -> App:
+    """Build (but do not start) the worker; creates topics when configured to.
+
+    ``role``: ``all`` reads events and the catalog and does everything; ``train`` reads
+    the samples topic (the ingest tier's output) and the catalog, and trains, publishes
+    and checkpoints (see :func:`build_ingest_app` for ``ingest``).
+    """
+    if role not in ("all", "train"):
+        raise ValueError(f"role {role!r}: use all, train (or build_ingest_app)")
+    k, ing = settings.kafka, settings.ingest
+    pipeline = _pipeline(settings, ["events", "items"] if role == "all"
+                         else ["samples", "items"], role)
     metrics = Metrics()
     metrics.configure_experiment(settings.experiment.name,
                                  [a.name for a in settings.experiment.arms])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from consumers.base import SourceUnavailable
+from consumers.events import Sample
 from consumers.eviction import ItemEvictor
 from consumers.pipeline import BatchReport, IngestPipeline
 from consumers.snapshot import FeedSnapshot
@@ -22,6 +22,7 @@ from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
 from worker.learning.feed import SampleFeed
 from worker.learning.reports import CycleReport
+from worker.runtime.checkpointing import CheckpointChain
 from worker.runtime.metrics import Metrics
 
 __all__ = ["Trainer", "Worker"]
@@ -70,6 +71,18 @@ class Trainer(Protocol):
         ...
 
 
+class SampleSink(Protocol):
+    """Where an ingest-tier worker sends its labelled samples (:mod:`consumers.kafka_samples`)."""
+
+    def send(self, samples: Iterable[Sample]) -> None:
+        """Queue samples; never raises."""
+        ...
+
+    def flush(self) -> None:
+        """Wait for every queued sample to be durable; raise if one is not."""
+        ...
+
+
 class Worker:
     """Polls and processes in one thread; a training cycle runs beside it on another.
 
@@ -97,7 +110,8 @@ class Worker:
                  stats_interval_s: float = 5.0,
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic, overlap: bool = True,
-                 checkpoint_full_every: int = 20, evictor: ItemEvictor | None = None) -> None:
+                 checkpoint_full_every: int = 20, evictor: ItemEvictor | None = None,
+                 samples: SampleSink | None = None) -> None:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
@@ -117,39 +131,17 @@ class Worker:
         self._trainer_thread = (ThreadPoolExecutor(1, thread_name_prefix="freshrec-trainer")
                                 if overlap and trainer is not None else None)
         self._cycle: Future[tuple[Sequence[CycleReport], float]] | None = None
-        # Incremental checkpoints: a delta over the last one holds what changed since its
-        # marks; a full one (compaction) every checkpoint_full_every, or once the deltas
-        # since the last full one have written as many bytes as it did.
-        self.checkpoint_full_every = checkpoint_full_every
+        self.chain = CheckpointChain(store, metrics, checkpoint_full_every)
         self.evictor = evictor
-        self._ckpt_parent: Path | None = None
-        self._ckpt_marks: dict[str, dict[str, int]] | None = None
-        self._ckpt_deltas = 0
-        self._ckpt_delta_bytes = 0
-        self._ckpt_full_bytes = 0
+        # The ingest tier: samples go to the samples topic as they are joined, and are
+        # flushed before every checkpoint, so offsets are committed only after the samples
+        # their events produced are durable.
+        self.samples = samples
         pipeline.set_persist(self._persist)
 
     def restore(self) -> bool:
-        """Load the newest valid checkpoint chain, if any. Returns True if one was loaded.
-
-        The chain is applied from its full base forward; the next checkpoint is a full one
-        (it starts a chain of this process's own).
-        """
-        chain = self.store.load_latest()
-        if not chain:
-            return False
-        start = time.perf_counter()
-        for ckpt in chain:
-            self.pipeline.load_state_dict(ckpt.state["ingest"], final=ckpt is chain[-1])
-            if self.trainer is not None and "trainer" in ckpt.state:
-                self.trainer.load(ckpt.state["trainer"], ckpt.tensors)
-        last = chain[-1]
-        if self.monitor is not None and "monitor" in last.state:
-            self.monitor.load(last.state["monitor"])
-        log.info("restored checkpoint %s (%d deltas over %s, %.2f s; %d samples buffered)",
-                 last.path.name, len(chain) - 1, chain[0].path.name,
-                 time.perf_counter() - start, len(self.pipeline.buffers))
-        return True
+        """Load the newest valid checkpoint chain, if any. Returns True if one was loaded."""
+        return self.chain.restore(self.pipeline, self.trainer, self.monitor)
 
     def run_once(self) -> BatchReport:
         """One poll + process; then a training cycle and/or checkpoint when due."""
@@ -161,6 +153,8 @@ class Worker:
                 self.checkpoint()
             self._evict(self.evictor)
         report = self.pipeline.step(self.poll_max_records, self.poll_timeout_s)
+        if self.samples is not None and self.pipeline.fresh:
+            self.samples.send(self.pipeline.take_fresh())
         self.metrics.health.beat()
         self.metrics.record_up("kafka", True)
         if report.messages:
@@ -199,7 +193,7 @@ class Worker:
         if len(rows):
             if self.trainer is not None:
                 self.trainer.forget(rows)
-            self._ckpt_marks = None  # a delta cannot express freed rows: a full one next
+            self.chain.force_full()  # a delta cannot express freed rows
             self.metrics.record_evicted("items", len(rows))
             log.info("evicted %d least recently seen items (cap %d)", len(rows),
                      evictor.max_items)
@@ -290,27 +284,10 @@ class Worker:
     def _persist(self, offsets: dict[tuple[str, int], int]) -> None:
         if self._cycle is not None:  # the model must not change while it is saved
             self._settle_cycle()
-        full = (self._ckpt_marks is None or self._ckpt_deltas + 1 >= self.checkpoint_full_every
-                or self._ckpt_delta_bytes >= self._ckpt_full_bytes)
-        since = {} if full or self._ckpt_marks is None else self._ckpt_marks
-        marks = {"ingest": self.pipeline.marks()}
-        state: dict[str, Any] = {"ingest": self.pipeline.state_dict(since.get("ingest"))}
-        tensors: dict[str, np.ndarray] = {}
-        if self.trainer is not None:
-            marks["trainer"] = self.trainer.marks()
-            state["trainer"], tensors = self.trainer.state(since.get("trainer"))
-        if self.monitor is not None:
-            state["monitor"] = self.monitor.state()
-        path = self.store.save(state, tensors, parent=None if full else self._ckpt_parent,
-                               meta={"offsets": [[t, p, o] for (t, p), o in offsets.items()]})
-        nbytes = self.store.last_bytes
-        self._ckpt_parent, self._ckpt_marks = path, marks
-        if full:
-            self._ckpt_deltas, self._ckpt_delta_bytes, self._ckpt_full_bytes = 0, 0, nbytes
-        else:
-            self._ckpt_deltas += 1
-            self._ckpt_delta_bytes += nbytes
-        self.metrics.record_checkpoint_bytes("full" if full else "delta", nbytes)
+        if self.samples is not None:
+            self.samples.send(self.pipeline.take_fresh())
+            self.samples.flush()
+        self.chain.save(offsets, self.pipeline, self.trainer, self.monitor)
         if self.monitor is not None:
             # After the checkpoint that holds these deltas and their token: exactly once.
             # An outage leaves them in flight under the same token, re-sent next time.

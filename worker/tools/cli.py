@@ -35,12 +35,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The worker against the configured Kafka and Redis, until SIGINT/SIGTERM."""
-    from worker.runtime.app import build_app  # noqa: PLC0415 - keep --help fast
+    from worker.runtime.app import build_app, build_ingest_app  # noqa: PLC0415 - fast --help
 
     settings = _settings(args)
-    app = build_app(settings)
+    app = build_ingest_app(settings) if args.role == "ingest" else build_app(settings,
+                                                                              role=args.role)
     restored = app.worker.restore()
-    print(f"freshrec worker: group={settings.kafka.group_id} restored={restored}", flush=True)
+    print(f"freshrec worker: role={args.role} group={settings.kafka.group_id} "
+          f"restored={restored}", flush=True)
     if settings.metrics.port:
         app.metrics.serve(settings.metrics.host, settings.metrics.port)
     stop = threading.Event()
@@ -202,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--group-id", dest="group_id")
     run.add_argument("--metrics-port", dest="metrics_port", type=int)
+    run.add_argument("--role", choices=("all", "ingest", "train"), default="all",
+                     help="all: everything in one process; ingest: events -> samples topic "
+                          "(scale by partitions); train: samples topic -> vectors")
     run.set_defaults(fn=cmd_run)
 
     demo = sub.add_parser("demo", help="embedded broker + Redis + worker + simulator")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, embedding_drift, psi
+from worker.experiments.drift import Adwin, LabelDrift, ScorePSI, psi
 
 
 def test_psi_is_zero_for_same_distribution_and_large_for_a_shift():
@@ -50,16 +50,29 @@ def test_label_drift_quiet_then_alerts():
     assert det.alert and det.score > 0.3
 
 
-def test_embedding_drift_measures_moves_on_shared_items():
+def test_embedding_drift_measures_moves_on_shared_items_full_or_delta():
+    from worker.config import DriftSettings
+    from worker.experiments.drift_monitor import DriftMonitor
+
     rng = np.random.default_rng(4)
-    a = rng.normal(size=(100, 8))
+    a = rng.normal(size=(100, 8)).astype(np.float32)
     b = a.copy()
     b[:10] = rng.normal(size=(10, 8))  # 10 items move to unrelated directions
     ids = [f"i{k}" for k in range(100)]
-    shift, moved = embedding_drift(ids, a, ids + ["new"], np.vstack([b, np.ones((1, 8))]))
-    assert 0.05 < shift < 0.2 and 0.05 <= moved <= 0.12
-    shift0, moved0 = embedding_drift(ids, a, ids, a)
-    assert abs(shift0) < 1e-9 and moved0 == 0.0
+    full, delta = DriftMonitor(DriftSettings(), "c"), DriftMonitor(DriftSettings(), "c")
+    for monitor in (full, delta):
+        monitor.observe_publish("a", ids, a)
+    full.observe_publish("a", ids + ["new"], np.vstack([b, np.ones((1, 8))]))
+    # The same version as a delta: only the moved rows and the new one.
+    delta.observe_publish("a", ids[:10] + ["new"], np.vstack([b[:10], np.ones((1, 8))]),
+                          delta=True)
+    for monitor in (full, delta):
+        shift, moved = monitor.embedding["a"]
+        assert 0.05 < shift < 0.2 and 0.05 <= moved <= 0.12
+    assert np.allclose(full.embedding["a"], delta.embedding["a"])
+    full.observe_publish("a", ids, b)
+    assert abs(full.embedding["a"][0]) < 1e-6 and full.embedding["a"][1] == 0.0
+    assert np.array_equal(delta._last_vectors["a"][1][:100], b)  # the delta was applied
 
 
 def test_zero_or_unchanged_vectors_never_alert_and_a_frozen_arm_stays_quiet():
