@@ -7,26 +7,43 @@ checkpoint holds of it.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from consumers.events import sample_from_list, sample_to_list
-
-if TYPE_CHECKING:
-    from consumers.pipeline import IngestPipeline
+from consumers.base import DeadLetterSink
+from consumers.catalog import Catalog
+from consumers.dedupe import Deduper
+from consumers.events import Offsets, Sample, sample_from_list, sample_to_list
+from consumers.joiner import Joiner
+from consumers.replay import ReplayBuffers
 
 __all__ = ["load_pipeline_state", "pipeline_marks", "pipeline_state"]
 
 
+class IngestPipeline(Protocol):
+    """The parts of :class:`consumers.pipeline.IngestPipeline` its checkpoint holds."""
+
+    offsets: Offsets
+    committed: Offsets
+    partition_ts: dict[tuple[str, int], list[float]]
+    joiner: Joiner
+    deduper: Deduper
+    buffers: ReplayBuffers
+    catalog: Catalog
+    fresh: list[Sample]
+    dead_letters: DeadLetterSink
+
+
 def pipeline_marks(p: IngestPipeline) -> dict[str, int]:
     """Where the growing parts of the state stand: what a delta checkpoint starts after."""
-    return {"items": p.item_index.clock, "dedupe": p.deduper.added, "catalog": p.catalog.stamp}
+    return {**p.buffers.marks(), "dedupe": p.deduper.added, "catalog": p.catalog.stamp}
 
 
 def pipeline_state(p: IngestPipeline, since: dict[str, int] | None = None) -> dict[str, Any]:
     """All ingestion state as JSON-serialisable data, or a delta.
 
     ``since`` (:func:`pipeline_marks` at the last checkpoint): the growing parts (item
-    rows, dedupe ids, catalog texts) hold only what changed after it; the rest is whole.
+    rows, dedupe ids, catalog texts) and the replay buffers hold only what changed after it;
+    the bounded rest (offsets, join state, samples not trained yet) is whole.
     """
     since = since or {}
     return {
@@ -34,7 +51,7 @@ def pipeline_state(p: IngestPipeline, since: dict[str, int] | None = None) -> di
         "partition_ts": [[t, q, ts] for (t, q), (ts, _) in p.partition_ts.items()],
         "joiner": p.joiner.state_dict(),
         "deduper": p.deduper.state_dict(since.get("dedupe")),
-        "buffers": p.buffers.state_dict(since.get("items")),
+        "buffers": p.buffers.state_dict(since if "recent" in since else None),
         "catalog": p.catalog.state_dict(since.get("catalog")),
         "fresh": [sample_to_list(s) for s in p.fresh],
         # Dead letters are flushed before this state is taken: everything past this
@@ -52,6 +69,7 @@ def load_pipeline_state(p: IngestPipeline, state: dict[str, Any], final: bool = 
     p.catalog.load_state_dict(state["catalog"])
     if not final:
         p.buffers.load_items(state["buffers"])
+        p.buffers.load_samples(state["buffers"])  # columns: once, from the last link
         return
     p.offsets = {(t, int(q)): int(o) for t, q, o in state["offsets"]}
     p.committed, now = {}, time.monotonic()

@@ -52,6 +52,10 @@ class Reservoir:
         self.items: list[Sample] = []
         self.seen = 0
         self._rng = random.Random(seed)
+        # Checkpoint marks: every write takes the next number and its slot remembers it, so
+        # the slots written since a mark are what a delta checkpoint holds.
+        self.writes = 0
+        self.slot_write = np.zeros(capacity, np.int64)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,12 +68,15 @@ class Reservoir:
         self.seen += 1
         if len(self.items) < self.capacity:
             self.items.append(sample)
-            return len(self.items) - 1
-        j = self._rng.randrange(self.seen)
-        if j < self.capacity:
+            j = len(self.items) - 1
+        else:
+            j = self._rng.randrange(self.seen)
+            if j >= self.capacity:
+                return None
             self.items[j] = sample
-            return j
-        return None
+        self.writes += 1
+        self.slot_write[j] = self.writes
+        return j
 
     def rng_state(self) -> Any:
         """The generator state, so a restored reservoir continues the same random sequence."""
@@ -164,25 +171,57 @@ class ReplayBuffers:
         share = self.recent_share if recent_share is None else recent_share
         return draw_mix(self.recent.items, self.reservoir.items, n, share, self._rng)
 
-    def state_dict(self, items_since: int | None = None) -> dict[str, Any]:
+    def marks(self) -> dict[str, int]:
+        """Where the buffers stand: what :meth:`state_dict` of a later delta starts after."""
+        return {"items": self.index.clock, "recent": self.recent.added,
+                "reservoir": self.reservoir.writes}
+
+    def state_dict(self, since: dict[str, int] | None = None) -> dict[str, Any]:
         """A JSON-serialisable copy of both buffers, the random states and the item rows.
 
-        ``items_since``: a creation mark of the item rows (:attr:`RowIndex.clock`); then
-        only the rows given to an item after it are included (a delta checkpoint's).
+        ``since`` (:meth:`marks` at an earlier checkpoint): only what changed after it,
+        so the size follows the new samples, not the buffers: the samples added to the
+        recent window since, the reservoir slots written since, the item rows given out
+        since.
         """
-        index = self.index
-        items: dict[str, Any] = {"item_ids": list(index.ids)}
-        if items_since is not None:
-            rows = index.created_since(items_since)
-            items = {"item_rows": rows.tolist(), "item_ids": [index.ids[r] for r in rows]}
-        return {
-            "recent": [sample_to_list(s) for s in self.recent.items],
-            "reservoir": [sample_to_list(s) for s in self.reservoir.items],
-            "seen": self.reservoir.seen,
-            "reservoir_rng": _rng_to_json(self.reservoir.rng_state()),
-            "sampler_rng": _rng_to_json(self._rng.getstate()),
-            "item_clock": index.clock, **items,
-        }
+        index, recent, reservoir = self.index, self.recent, self.reservoir
+        out: dict[str, Any] = {
+            "seen": reservoir.seen, "recent_added": recent.added,
+            "reservoir_writes": reservoir.writes, "reservoir_len": len(reservoir.items),
+            "reservoir_rng": _rng_to_json(reservoir.rng_state()),
+            "sampler_rng": _rng_to_json(self._rng.getstate()), "item_clock": index.clock}
+        if since is None:
+            return {**out, "item_ids": list(index.ids),
+                    "recent": [sample_to_list(s) for s in recent.items],
+                    "reservoir": [sample_to_list(s) for s in reservoir.items]}
+        rows = index.created_since(since["items"])
+        new = min(recent.added - since["recent"], len(recent.items))
+        slots = np.flatnonzero(reservoir.slot_write[: len(reservoir.items)] > since["reservoir"])
+        return {**out, "delta": True, "item_rows": rows.tolist(),
+                "item_ids": [index.ids[r] for r in rows],
+                "recent": [sample_to_list(recent.items[k]) for k in
+                           range(len(recent.items) - new, len(recent.items))],
+                "reservoir_slots": slots.tolist(),
+                "reservoir": [sample_to_list(reservoir.items[k]) for k in slots]}
+
+    def load_samples(self, state: dict[str, Any]) -> None:
+        """Restore (or, from a delta, update) both buffers' samples; columns not rebuilt."""
+        recent, reservoir = self.recent, self.reservoir
+        if not state.get("delta"):
+            recent.items.clear()
+            reservoir.items = []
+        recent.items.extend(sample_from_list(s) for s in state["recent"])
+        for slot, fields in zip(state.get("reservoir_slots", range(len(state["reservoir"]))),
+                                state["reservoir"], strict=True):
+            if slot == len(reservoir.items):
+                reservoir.items.append(sample_from_list(fields))
+            else:
+                reservoir.items[slot] = sample_from_list(fields)
+        recent.added = int(state.get("recent_added", len(recent.items)))
+        reservoir.seen = int(state["seen"])
+        reservoir.writes = int(state.get("reservoir_writes", 0))
+        reservoir.set_rng_state(_rng_from_json(state["reservoir_rng"]))
+        self._rng.setstate(_rng_from_json(state["sampler_rng"]))
 
     def load_items(self, state: dict[str, Any]) -> None:
         """Restore (or, from a delta, update) the item rows of :meth:`state_dict`."""
@@ -205,18 +244,22 @@ class ReplayBuffers:
             hist[np.isin(hist, rows)] = -1
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace both buffers with the contents of :meth:`state_dict` (items first)."""
+        """Apply :meth:`state_dict` output (whole, or a delta) and rebuild the columns."""
         self.load_items(state)
-        self.recent.items.clear()
-        self.recent.items.extend(sample_from_list(s) for s in state["recent"])
-        self.reservoir.items = [sample_from_list(s) for s in state["reservoir"]]
-        self.reservoir.seen = int(state["seen"])
-        self.reservoir.set_rng_state(_rng_from_json(state["reservoir_rng"]))
-        self._rng.setstate(_rng_from_json(state["sampler_rng"]))
-        # Rebuild the columns: the recent window's samples in ring order, oldest first.
-        self.recent.added = len(self.recent.items)
-        for slot, sample in enumerate(self.recent.items):
-            self.recent_rows.put(slot, sample, self.index, restoring=True)
+        self.load_samples(state)
+        self.rebuild_columns()
+
+    def rebuild_columns(self) -> None:
+        """Rewrite both buffers' integer columns from their samples (after a restore).
+
+        A recent sample goes to the ring slot it had (sample k in slot k % capacity).
+        """
+        recent = self.recent
+        first = recent.added - len(recent.items)
+        for k, sample in enumerate(recent.items):
+            self.recent_rows.put((first + k) % recent.capacity, sample, self.index,
+                                 restoring=True)
+        self.reservoir.slot_write[:] = 0  # restored slots are older than any later mark
         for slot, sample in enumerate(self.reservoir.items):
             self.reservoir_rows.put(slot, sample, self.index, restoring=True)
 

@@ -20,8 +20,11 @@ def compose() -> dict:
 
 def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies():
     services = compose()["services"]
-    assert {"kafka", "redis", "worker", "serve", "simulate", "prometheus", "grafana"} <= set(
-        services)
+    assert {"kafka", "redis", "ingest-1", "ingest-2", "trainer", "serve", "simulate",
+            "prometheus", "grafana"} <= set(services)
+    roles = [svc["command"][svc["command"].index("--role") + 1] for svc in services.values()
+             if "--role" in (svc.get("command") or [])]
+    assert sorted(roles) == ["ingest", "ingest", "train"]  # two ingest processes, a trainer
     for name, svc in services.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -44,7 +47,7 @@ def test_prometheus_scrapes_the_worker_and_the_service():
     cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    assert {"worker:9108", "serve:8080"} <= targets
+    assert {"ingest-1:9108", "ingest-2:9108", "trainer:9108", "serve:8080"} <= targets
 
 
 def manifests() -> list[dict]:
@@ -76,8 +79,12 @@ def test_kubernetes_workloads_probe_and_expose_what_freshrec_serves():
     assert settings.redis.url == env["FRESHREC_REDIS__URL"]
     workloads = {d["metadata"]["name"]: d for d in docs
                  if d["kind"] in ("StatefulSet", "Deployment")}
-    assert workloads["freshrec-worker"]["kind"] == "StatefulSet"
-    assert workloads["freshrec-worker"]["spec"]["replicas"] == 1  # one publisher per arm
+    assert workloads["freshrec-trainer"]["kind"] == "StatefulSet"
+    assert workloads["freshrec-trainer"]["spec"]["replicas"] == 1  # one publisher per arm
+    assert workloads["freshrec-ingest"]["spec"]["replicas"] == 2  # scaled by replicas
+    for name, role in (("freshrec-ingest", "ingest"), ("freshrec-trainer", "train")):
+        (container,) = workloads[name]["spec"]["template"]["spec"]["containers"]
+        assert parser.parse_args(container["args"]).role == role
     for name, doc in workloads.items():
         pod = doc["spec"]["template"]
         (container,) = pod["spec"]["containers"]
@@ -88,10 +95,11 @@ def test_kubernetes_workloads_probe_and_expose_what_freshrec_serves():
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = container[probe]["httpGet"]
             assert get["path"] == path and ports[get["port"]] == port, (name, probe)
-    worker = workloads["freshrec-worker"]
-    (container,) = worker["spec"]["template"]["spec"]["containers"]
-    ckpt = next(e["value"] for e in container["env"]
-                if e["name"] == "FRESHREC_STORE__CHECKPOINT_DIR")
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
-    assert any(ckpt.startswith(path) and name in claims for name, path in mounts.items())
+    for stateful in ("freshrec-ingest", "freshrec-trainer"):  # each pod: its own volume
+        worker = workloads[stateful]
+        (container,) = worker["spec"]["template"]["spec"]["containers"]
+        ckpt = next(e["value"] for e in container["env"]
+                    if e["name"] == "FRESHREC_STORE__CHECKPOINT_DIR")
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
+        assert any(ckpt.startswith(path) and name in claims for name, path in mounts.items())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,12 +21,26 @@ from model_store.checkpoints import CheckpointStore
 from worker.experiments.monitor import ExperimentMonitor
 from worker.runtime.metrics import Metrics
 
-if TYPE_CHECKING:
-    from worker.runtime.loop import Trainer
-
 __all__ = ["CheckpointChain"]
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What a checkpoint holds of the learning side (see :mod:`worker.learning.training`)."""
+
+    def marks(self) -> dict[str, int]:
+        """Where the growing state stands now (what a later delta starts after)."""
+        ...
+
+    def state(self, since: dict[str, int] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON state and tensors: whole, or what changed since ``since``."""
+        ...
+
+    def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned (a delta over what came before it)."""
+        ...
 
 
 class CheckpointChain:

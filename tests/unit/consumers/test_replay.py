@@ -62,3 +62,38 @@ def test_snapshot_restore_gives_the_same_buffers_and_continues_identically():
         b.add(s(i))
     assert a.reservoir.items == b.reservoir.items
     assert a.sample(50) == b.sample(50)
+
+
+def test_delta_states_follow_the_new_samples_and_rebuild_the_same_buffers():
+    import numpy as np
+
+    a = ReplayBuffers(recent_capacity=50, reservoir_capacity=40, seed=3)
+    for i in range(300):
+        a.add(s(i))
+    base, mark = a.state_dict(), a.marks()
+    for i in range(300, 310):  # ten new samples
+        a.add(s(i))
+    delta = a.state_dict(mark)
+    assert len(delta["recent"]) == 10  # the new ones only, not the window
+    assert len(delta["reservoir"]) == len(delta["reservoir_slots"]) <= 10
+    mark2 = a.marks()
+    for i in range(310, 400):  # more than the window: it turns over
+        a.add(s(i))
+    delta2 = a.state_dict(mark2)
+    assert len(delta2["recent"]) == 50
+    b = ReplayBuffers(recent_capacity=50, reservoir_capacity=40, seed=99)
+    b.load_items(base), b.load_samples(base)
+    b.load_items(delta), b.load_samples(delta)
+    b.load_state_dict(delta2)  # the last link rebuilds the columns
+    assert list(b.recent.items) == list(a.recent.items)
+    assert b.reservoir.items == a.reservoir.items and b.reservoir.seen == a.reservoir.seen
+    full = ReplayBuffers(recent_capacity=50, reservoir_capacity=40, seed=99)
+    full.load_state_dict(a.state_dict())
+    for cols in ("recent_rows", "reservoir_rows"):
+        for col in ("item", "hist", "label"):
+            np.testing.assert_array_equal(getattr(getattr(b, cols), col),
+                                          getattr(getattr(full, cols), col))
+    for i in range(400, 500):  # and both continue the same random sequence
+        a.add(s(i))
+        b.add(s(i))
+    assert a.reservoir.items == b.reservoir.items
