@@ -7,7 +7,7 @@ ingestion thread hands the cycle a :class:`FeedSnapshot`: the fresh samples (tak
 synchronous cycle would take them), random replay draws copied out of both buffers'
 columns (as many rows as the cycle can use), the recent window as a list, the changed
 catalog texts it will encode, and the watermark. Only the item row index stays shared: it
-is append-only and hands out rows under a lock.
+hands out rows under a lock (and frees rows only between cycles).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class FeedSnapshot:
 
     @property
     def item_index(self) -> RowIndex:
-        """The shared, append-only item rows."""
+        """The shared item rows."""
         return self._index
 
     def buffered(self) -> int:

@@ -16,9 +16,10 @@ __all__ = ["ItemTable"]
 class ItemTable:
     """Stable rows for item ids, plus the frozen text-encoder vector of each row.
 
-    Rows are never reused, so a model's embedding row keeps meaning the same item across
-    cycles and checkpoints. Items seen in events before their catalog text have a zero
-    semantic vector (``has_text`` False) until the text arrives.
+    A row keeps its item while the item is live (an evicted item's row is reset, then
+    reused: see :class:`consumers.columns.RowIndex`), so a model's embedding row keeps
+    meaning the same item across cycles and checkpoints. Items seen in events before their
+    catalog text have a zero semantic vector (``has_text`` False) until the text arrives.
     """
 
     def __init__(self, text_dim: int, device: torch.device | None = None,

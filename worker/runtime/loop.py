@@ -92,7 +92,8 @@ class Worker:
     cycle finds everything that arrived during this one (cycles grow instead of
     multiplying). torch releases the GIL in its kernels, so the two overlap on any machine
     with a second core, and a GPU is fed while the CPU ingests. Only one cycle runs at a
-    time, and nothing but the append-only item row index is shared with it.
+    time, and nothing but the item row index is shared with it (rows are handed
+    out under a lock, and freed only between cycles).
 
     Offsets are committed only after the checkpoint holding their effects (buffers, joiner,
     dedupe window and model weights together) is durable; a failed checkpoint leaves them
