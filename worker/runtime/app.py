@@ -49,10 +49,7 @@ class App:
 
     def close(self) -> None:
         """Release clients (the consumer leaves its group without committing)."""
-        self.pipeline.source.close()
-        dlq = self.pipeline.dead_letters
-        if isinstance(dlq, KafkaDeadLetterSink):
-            dlq.close()
+        _close_pipeline(self.pipeline)
 
 
 def redis_client(settings: Settings, timeout_s: float = 10.0) -> Any:
@@ -88,11 +85,16 @@ class IngestApp:
 
     def close(self) -> None:
         """Release clients (the consumer leaves its group without committing)."""
-        self.pipeline.source.close()
+        _close_pipeline(self.pipeline)
         self.samples.close()
-        dlq = self.pipeline.dead_letters
-        if isinstance(dlq, KafkaDeadLetterSink):
-            dlq.close()
+
+
+def _close_pipeline(pipeline: IngestPipeline) -> None:
+    """Close the consumer (leaving its group without committing) and the DLQ producer."""
+    pipeline.source.close()
+    dlq = pipeline.dead_letters
+    if isinstance(dlq, KafkaDeadLetterSink):
+        dlq.close()
 
 
 def _pipeline(settings: Settings, subscribe: list[str], role: str) -> IngestPipeline:

@@ -114,7 +114,6 @@ class Worker:
                  checkpoint_full_every: int = 20, evictor: ItemEvictor | None = None,
                  samples: SampleSink | None = None) -> None:
         self.pipeline = pipeline
-        self.store = store
         self.metrics = metrics
         self.trainer = trainer
         self.monitor = monitor
