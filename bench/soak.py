@@ -39,6 +39,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.dlq import source_of
+from consumers.joiner import Joiner
 from consumers.kafka_source import ensure_topics
 from consumers.log_end import read_to_end
 from model_store.checkpoints import CheckpointStore
@@ -237,10 +238,11 @@ def check_labels(events: list[dict[str, Any]], ckpt_dir: Path) -> dict[str, int]
     """
     clicked = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "click"}
     shown = {(e["request_id"], e["item_id"]) for e in events if e["type"] == "impression"}
-    chain = CheckpointStore(ckpt_dir).load_latest()  # join state is whole in every link
-    join = chain[-1].state["ingest"]["joiner"] if chain else {"closed": [], "pending": []}
-    closed = {(r, i): bool(v) for r, i, v in join["closed"]}
-    pending = {(imp[5], imp[4]) for imp, _ in join["pending"]}
+    joiner = Joiner()
+    chain = CheckpointStore(ckpt_dir).load_latest()  # closed keys: base first, then deltas
+    for ckpt in chain:
+        joiner.load_state_dict(ckpt.state["ingest"]["joiner"], final=ckpt is chain[-1])
+    closed, pending = joiner.labels()
     wrong = sum(1 for key in shown if key in closed and closed[key] != (key in clicked))
     missing = sum(1 for key in shown if key not in closed and key not in pending)
     return {"impressions": len(shown), "positives": sum(closed.values()),

@@ -49,6 +49,10 @@ class EventSource(Protocol):
         """Messages behind the log end per assigned partition, as last seen by the client."""
         ...
 
+    def take_assignment(self) -> set[tuple[str, int]] | None:
+        """The partitions assigned at the last rebalance, once (None: none since asked)."""
+        ...
+
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
         """Call ``hook`` (inside poll) before partitions are taken away; commit what it returns.
 

@@ -22,7 +22,7 @@ import msgspec
 
 from consumers.events import BehaviourEvent, Sample
 
-__all__ = ["JOIN_OUTCOMES", "Joiner"]
+__all__ = ["JOIN_OUTCOMES", "Joiner", "Part"]
 
 #: Every way an event can leave the joiner other than as a sample: counted, never invented.
 JOIN_OUTCOMES = (
@@ -35,7 +35,9 @@ JOIN_OUTCOMES = (
 )
 
 _Key = tuple[str, str]
-_Pending = tuple[BehaviourEvent, tuple[str, ...]]  # the impression, the history it saw
+Part = tuple[str, int] | None  # the (topic, partition) an impression was read from
+# The impression, the history it saw, and its partition (whose next owner it moves to).
+_Pending = tuple[BehaviourEvent, tuple[str, ...], Part]
 
 
 class Joiner:
@@ -66,13 +68,18 @@ class Joiner:
         self._closed: dict[_Key, bool] = {}  # key -> had a positive
         # Histories are immutable tuples: an impression just keeps a reference (no copy).
         self._history: dict[str, tuple[str, ...]] = {}
+        # Marks for delta checkpoints: keys ever closed, and history updates so far with
+        # the update number of each user's last one (same order as ``_history``).
+        self.closed_added = 0
+        self.history_pushes = 0
+        self._pushed_at: dict[str, int] = {}
 
     @property
     def pending(self) -> int:
         """Impressions still inside their attribution window."""
         return len(self._pending)
 
-    def add(self, event: BehaviourEvent, out: list[Sample]) -> None:
+    def add(self, event: BehaviourEvent, out: list[Sample], part: Part = None) -> None:
         """Feed one event; append the positive sample it completes, if any, to ``out``.
 
         Call :meth:`expire` after a batch to close impressions whose window has passed.
@@ -84,7 +91,7 @@ class Joiner:
             if key in self._pending or key in self._closed:
                 self.outcomes["duplicate_impression"] += 1
                 return
-            self._pending[key] = (event, self._history.get(event.user_id, ()))
+            self._pending[key] = (event, self._history.get(event.user_id, ()), part)
             heapq.heappush(self._order, (event.ts, key))
         else:
             self._on_positive(key, event, out)
@@ -108,12 +115,16 @@ class Joiner:
 
     def flush(self, out: list[Sample]) -> None:
         """Close every pending impression as a negative (used at shutdown of a finite run)."""
-        for key, (imp, history) in self._pending.items():
+        for key, (imp, history, _) in self._pending.items():
             self._remember_closed(key, False)
             out.append(_sample(imp, 0, history))
         self._pending.clear()
         self._order.clear()
         self._trim()
+
+    def labels(self) -> tuple[dict[_Key, bool], set[_Key]]:
+        """Closed keys remembered with whether each had a positive, and the pending keys."""
+        return dict(self._closed), set(self._pending)
 
     def history(self, user_id: str) -> tuple[str, ...]:
         """The user's recent positive items, newest first."""
@@ -131,7 +142,7 @@ class Joiner:
             else:
                 self.outcomes["late_click"] += 1
             return
-        imp, history = pend
+        imp, history, _ = pend
         if event.ts > imp.ts + self.window_ms:
             self.outcomes["click_outside_window"] += 1
             return
@@ -142,11 +153,15 @@ class Joiner:
 
     def _remember_closed(self, key: _Key, positive: bool) -> None:
         self._closed[key] = positive
+        self.closed_added += 1
 
     def _push_history(self, user_id: str, item_id: str) -> None:
         hist = self._history.pop(user_id, ())  # re-insert: most recently active last
         self._history[user_id] = (item_id, *(i for i in hist if i != item_id))[
             : self.history_len]
+        self.history_pushes += 1
+        self._pushed_at.pop(user_id, None)
+        self._pushed_at[user_id] = self.history_pushes
 
     def _trim(self) -> None:
         # Amortised O(1): when a map outgrows its bound, keep its newest half.
@@ -156,31 +171,126 @@ class Joiner:
         if len(self._history) > self.max_users:
             self.evicted["user_histories"] += len(self._history) - self.max_users // 2
             self._history = _newest(self._history, self.max_users // 2)
+            self._pushed_at = _newest(self._pushed_at, self.max_users // 2)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable copy of all join state."""
-        return {
+    def handover(self, part: Part) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
+        """``part``'s pending impressions as data, and the histories of their users.
+
+        What a partition's next owner needs to label them: :meth:`adopt` takes it back.
+        """
+        rows = [(msgspec.structs.astuple(imp), hist, p) for imp, hist, p in
+                self._pending.values() if p == part]
+        users = {row[0][3] for row in rows}  # BehaviourEvent field 3: user_id
+        return rows, {u: self._history[u] for u in users if u in self._history}
+
+    def release(self, part: Part) -> int:
+        """Forget ``part``'s pending impressions (its new owner labels them); how many."""
+        keys = [key for key, pend in self._pending.items() if pend[2] == part]
+        for key in keys:
+            del self._pending[key]  # its entry in the expiry heap is skipped when popped
+        return len(keys)
+
+    def adopt(self, rows: list[Any], histories: dict[str, Any]) -> int:
+        """Take over pending impressions (rows of :meth:`handover`); how many were new.
+
+        Impressions already pending or closed here are kept as they are.
+        """
+        for user, hist in histories.items():  # newer than any here: the user's events are
+            self._history.pop(user, None)  # all on that partition
+            self._history[user] = tuple(hist)
+            self.history_pushes += 1  # in the next delta checkpoint
+            self._pushed_at.pop(user, None)
+            self._pushed_at[user] = self.history_pushes
+        added = 0
+        for row in rows:
+            ev = BehaviourEvent(*row[0])
+            key = (ev.request_id, ev.item_id)
+            if key in self._pending or key in self._closed:
+                continue
+            part = (row[2][0], int(row[2][1])) if len(row) > 2 and row[2] else None
+            self._pending[key] = (ev, tuple(row[1]), part)
+            heapq.heappush(self._order, (ev.ts, key))
+            added += 1
+        self._trim()
+        return added
+
+    def marks(self) -> dict[str, int]:
+        """Where the growing maps stand: what :meth:`state_dict` ``since`` takes."""
+        return {"closed": self.closed_added, "history": self.history_pushes}
+
+    def state_dict(self, since: dict[str, int] | None = None) -> dict[str, Any]:
+        """A JSON-serialisable copy of the join state, or a delta after :meth:`marks`.
+
+        Pending impressions (bounded by the window) are always whole. Closed keys and user
+        histories grow with the stream, so a delta holds only those closed or updated since
+        ``since`` (the maps are in insertion and recency order: they are the maps' tails)
+        and how long each map is now; the size follows the new events, not the caps.
+        """
+        state: dict[str, Any] = {
             "watermark": self.watermark,
             "outcomes": dict(self.outcomes),
-            "pending": [[list(msgspec.structs.astuple(imp)), list(hist)]
-                        for imp, hist in self._pending.values()],
-            "closed": [[k[0], k[1], v] for k, v in self._closed.items()],
-            "history": {u: list(h) for u, h in self._history.items()},
+            "pending": [(msgspec.structs.astuple(imp), hist, part) for imp, hist, part in
+                        self._pending.values()],
+            "closed_added": self.closed_added, "history_pushes": self.history_pushes,
+            "closed_len": len(self._closed), "history_len": len(self._history),
         }
+        new_closed = None if since is None else self.closed_added - since["closed"]
+        if new_closed is None or new_closed > len(self._closed):
+            state["closed"] = list(self._closed.items())
+        else:
+            state["closed_delta"] = list(islice(reversed(self._closed.items()), new_closed))
+        if since is None:
+            state["history"] = list(self._history.items())
+        else:
+            tail = []
+            for user in reversed(self._pushed_at):
+                if self._pushed_at[user] <= since["history"]:
+                    break
+                tail.append((user, self._history[user]))
+            state["history_delta"] = tail
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace all join state with one produced by :meth:`state_dict`."""
+    def load_state_dict(self, state: dict[str, Any], final: bool = True) -> None:
+        """Apply :meth:`state_dict` output: a whole one replaces, a delta extends.
+
+        A chain of checkpoints is applied base first; only the ``final`` link's pending
+        impressions, watermark and outcomes are taken (they are whole in every link).
+        """
+        if "closed" in state:
+            self._closed = {_closed_key(row): bool(row[-1]) for row in state["closed"]}
+        for (r, i), v in reversed(state.get("closed_delta", [])):
+            self._closed[(r, i)] = bool(v)
+        _drop_oldest(self._closed, state.get("closed_len"))
+        history = state.get("history", [])
+        if isinstance(history, dict):  # the format before delta checkpoints of join state
+            history = list(history.items())
+        if "history" in state:
+            self._history, self._pushed_at = {}, {}
+        for user, hist in [*history, *reversed(state.get("history_delta", []))]:
+            self._history.pop(user, None)
+            self._history[user] = tuple(hist)
+        _drop_oldest(self._history, state.get("history_len"))
+        self._pushed_at = dict.fromkeys(self._history, 0)  # the next checkpoint is whole
+        self.closed_added = int(state.get("closed_added", len(self._closed)))
+        self.history_pushes = int(state.get("history_pushes", 0))
+        if not final:
+            return
         self.watermark = int(state["watermark"])
         self.outcomes = Counter(state["outcomes"])
         self._pending, self._order = {}, []
-        for fields, history in state["pending"]:
-            ev = BehaviourEvent(*fields)
-            key = (ev.request_id, ev.item_id)
-            self._pending[key] = (ev, tuple(history))
-            self._order.append((ev.ts, key))
-        heapq.heapify(self._order)
-        self._closed = {(r, i): bool(v) for r, i, v in state["closed"]}
-        self._history = {u: tuple(h) for u, h in state["history"].items()}
+        self.adopt(state["pending"], {})
+
+
+def _closed_key(row: list[Any]) -> _Key:
+    """A closed entry's key: ``[[r, i], v]``, or ``[r, i, v]`` as older checkpoints wrote."""
+    return (row[0], row[1]) if len(row) == 3 else (row[0][0], row[0][1])
+
+
+def _drop_oldest(d: dict[Any, Any], length: int | None) -> None:
+    """Drop ``d``'s oldest entries until it holds ``length`` (None: keep all)."""
+    if length is not None and len(d) > length:
+        for key in list(islice(d, len(d) - int(length))):
+            del d[key]
 
 
 def _newest(d: dict[Any, Any], n: int) -> dict[Any, Any]:

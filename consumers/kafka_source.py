@@ -102,6 +102,7 @@ class KafkaEventSource:
         # Next offset after the last record handed out, per partition of the current
         # incarnations: a record below it was handed out before and is not handed out again.
         self._next: dict[TopicPartition, int] = {}
+        self._assigned: set[tuple[str, int]] | None = None  # since take_assignment
         self._consumer = connect_client(KafkaConsumer, options)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
 
@@ -135,11 +136,21 @@ class KafkaEventSource:
             out.extend(records)  # ConsumerRecord already satisfies Message
         return out
 
+    def take_assignment(self) -> set[tuple[str, int]] | None:
+        """The partitions assigned at the last rebalance, once (None: none since asked)."""
+        assigned, self._assigned = self._assigned, None
+        return assigned
+
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         # kafka-python keeps the position of a partition assigned again, and a member that
         # lost the group starts from committed offsets: after a log loss, both may come from
         # the old log, so recreated topics are sought to their start on every assignment.
         self._read_since_assign.clear()
+        self._assigned = {(tp.topic, tp.partition) for tp in assigned}
+        for tp in [tp for tp in self._next if tp not in assigned]:
+            # Gone to another member: if it comes back, what was read before is not ours
+            # to skip any more (its pending joins were handed over with it).
+            del self._next[tp]
         self._check_incarnations(assigned, assigning=True)
 
     def _check_incarnations(self, assigned: set[TopicPartition], assigning: bool = False

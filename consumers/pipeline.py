@@ -29,6 +29,7 @@ from consumers.events import (
     Rejection,
     Sample,
 )
+from consumers.handover import JoinHandover
 from consumers.joiner import Joiner
 from consumers.parse import DEFAULT_MAX_BYTES, parse_event, parse_item
 from consumers.pipeline_state import load_pipeline_state, pipeline_marks, pipeline_state
@@ -58,6 +59,8 @@ class BatchReport:
     item_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: entries the state caps dropped, by state (closed_keys, user_histories, dedupe_ids)
     evicted: Counter[str] = field(default_factory=Counter)
+    #: pending impressions moved at a rebalance: released, adopted; stale hand-overs
+    handover: Counter[str] = field(default_factory=Counter)
 
 
 class IngestPipeline:
@@ -103,6 +106,8 @@ class IngestPipeline:
         # the join watermark is the minimum over partitions that are not idle.
         self.partition_ts: dict[tuple[str, int], list[float]] = {}
         self._persist: PersistFn | None = None
+        # Where pending joins go when a partition moves (None: they stay, and close here).
+        self.handover: JoinHandover | None = None
         source.set_revoke_hook(self._on_revoke)
 
     def set_persist(self, persist: PersistFn) -> None:
@@ -113,6 +118,12 @@ class IngestPipeline:
         """Poll one batch and process it; never raises for bad message content."""
         report = BatchReport()
         messages = self.source.poll_batch(max_records, timeout_s)
+        assigned = self.source.take_assignment()
+        if self.handover is not None:
+            if assigned is not None:
+                report.handover = self.handover.reassigned(self, assigned)
+            if self.handover.awaiting and messages:
+                report.handover.update(self.handover.resume(self, messages))
         if not messages:
             return report
         report.messages = len(messages)
@@ -155,7 +166,7 @@ class IngestPipeline:
                     item_events[(event.item_id, etype)] += 1
                     if etype == "impression" and event.position == 0:
                         arm_events[(event.arm, "request")] += 1
-                    self.joiner.add(event, new)
+                    self.joiner.add(event, new, tp)
             elif msg.topic == samples_topic:  # a trainer fed by the ingest tier
                 sample = decode_sample(msg.value)
                 if isinstance(sample, Rejection):
@@ -222,6 +233,8 @@ class IngestPipeline:
         self.dead_letters.flush()
         if self._persist is not None:
             self._persist(dict(self.offsets))
+        if self.handover is not None and not self.handover.save(self.joiner, self.offsets):
+            return {}  # the next owner of a partition would miss its pending joins
         return pending
 
     def _on_revoke(self) -> Offsets:

@@ -35,21 +35,26 @@ class IngestPipeline(Protocol):
 
 def pipeline_marks(p: IngestPipeline) -> dict[str, int]:
     """Where the growing parts of the state stand: what a delta checkpoint starts after."""
-    return {**p.buffers.marks(), "dedupe": p.deduper.added, "catalog": p.catalog.stamp}
+    joins = p.joiner.marks()
+    return {**p.buffers.marks(), "dedupe": p.deduper.added, "catalog": p.catalog.stamp,
+            "join_closed": joins["closed"], "join_history": joins["history"]}
 
 
 def pipeline_state(p: IngestPipeline, since: dict[str, int] | None = None) -> dict[str, Any]:
     """All ingestion state as JSON-serialisable data, or a delta.
 
     ``since`` (:func:`pipeline_marks` at the last checkpoint): the growing parts (item
-    rows, dedupe ids, catalog texts) and the replay buffers hold only what changed after it;
-    the bounded rest (offsets, join state, samples not trained yet) is whole.
+    rows, dedupe ids, catalog texts, closed join keys, user histories) and the replay
+    buffers hold only what changed after it; the bounded rest (offsets, pending
+    impressions, samples not trained yet) is whole.
     """
     since = since or {}
     return {
         "offsets": [[t, q, o] for (t, q), o in p.offsets.items()],
         "partition_ts": [[t, q, ts] for (t, q), (ts, _) in p.partition_ts.items()],
-        "joiner": p.joiner.state_dict(),
+        "joiner": p.joiner.state_dict(
+            {"closed": since["join_closed"], "history": since["join_history"]}
+            if "join_closed" in since else None),
         "deduper": p.deduper.state_dict(since.get("dedupe")),
         "buffers": p.buffers.state_dict(since if "recent" in since else None),
         "catalog": p.catalog.state_dict(since.get("catalog")),
@@ -67,6 +72,7 @@ def load_pipeline_state(p: IngestPipeline, state: dict[str, Any], final: bool = 
     """
     p.deduper.load_state_dict(state["deduper"])
     p.catalog.load_state_dict(state["catalog"])
+    p.joiner.load_state_dict(state["joiner"], final)
     if not final:
         p.buffers.load_items(state["buffers"])
         p.buffers.load_samples(state["buffers"])  # columns: once, from the last link
@@ -74,7 +80,6 @@ def load_pipeline_state(p: IngestPipeline, state: dict[str, Any], final: bool = 
     p.offsets = {(t, int(q)): int(o) for t, q, o in state["offsets"]}
     p.committed, now = {}, time.monotonic()
     p.partition_ts = {(t, int(q)): [ts, now] for t, q, ts in state["partition_ts"]}
-    p.joiner.load_state_dict(state["joiner"])
     p.buffers.load_state_dict(state["buffers"])
     p.fresh = [sample_from_list(f) for f in state["fresh"]]
     if "dlq_position" in state:

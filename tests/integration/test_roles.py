@@ -6,13 +6,14 @@ import time
 
 import pytest
 
-from consumers.kafka_source import ensure_topics
+from consumers.kafka_source import KafkaEventProducer, ensure_topics
 from model_store.redis_store import RedisVectorStore
 from tests.helpers import expected_samples, sample_key
 from tests.integration.test_worker_e2e import overrides, simulate
 from worker.config import load_settings
 from worker.learning.encoder import TextEncoder
 from worker.runtime.app import build_app, build_ingest_app
+from worker.tools.synthetic import encode, traffic
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,21 @@ def trained_keys(train_app) -> list:
     return sorted(map(sample_key, list(buffers.recent.items)))
 
 
+def drain_and_train(ingest, train, ends, want, deadline, also=()) -> None:
+    """Ingest to the log ends, close what is still open (the end of a finite stream),
+    then run the trainer until every expected sample is in its buffers."""
+    while time.monotonic() < deadline and not all(
+            max(a.pipeline.offsets.get(tp, 0) for a in ingest) >= end
+            for tp, end in ends.items()):
+        for a in (*ingest, *also):
+            a.worker.run_once()
+    for a in ingest:
+        a.pipeline.flush_joins()
+        a.worker.checkpoint()
+    while time.monotonic() < deadline and trained_keys(train) != want:
+        train.worker.run_once()
+
+
 def test_two_ingest_processes_and_a_trainer_label_every_impression_once(
         stack, uid, tmp_path, tiny_bert_dir):
     settings = {r: load_settings(None, role_settings(stack, uid, tmp_path, tiny_bert_dir, r))
@@ -56,8 +72,8 @@ def test_two_ingest_processes_and_a_trainer_label_every_impression_once(
     train = build_app(settings["train"], encoder=TextEncoder(tiny_bert_dir), role="train")
     apps = [*ingest, train]
     try:
-        # Both ingest members hold their partitions before the first event: the hand-over
-        # of pending joins at a rebalance is not built (README: Roles).
+        # Both ingest members hold their partitions before the first event (a scale-up
+        # mid-stream is the next test).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not all(
                 a.pipeline.source._consumer.assignment() for a in ingest):
@@ -69,25 +85,76 @@ def test_two_ingest_processes_and_a_trainer_label_every_impression_once(
         want = sorted(map(sample_key, expected_samples(events, window_ms=5000)))
         ends = event_ends(settings["ingest"], uid)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not all(
-                max(a.pipeline.offsets.get(tp, 0) for a in ingest) >= end
-                for tp, end in ends.items()):
-            for a in apps:
-                a.worker.run_once()
-        for a in ingest:  # the end of a finite stream: close what is still open
-            a.pipeline.flush_joins()
-            a.worker.checkpoint()
-        while time.monotonic() < deadline and trained_keys(train) != want:
-            train.worker.run_once()
+        drain_and_train(ingest, train, ends, want, deadline, also=(train,))
         got = trained_keys(train)
         assert got == want, f"{len(got)} samples trained, {len(want)} expected"
         assert sum(a.samples.produced for a in ingest) >= len(want)
-        assert train.trainer.lineages["fresh"].published is not None
+        fresh = train.trainer.lineages["fresh"]
+        while time.monotonic() < deadline and (fresh.published is None
+                                               or train.worker.cycle_running):
+            train.worker.run_once()  # a cycle over the last samples may still be running
+        assert fresh.published is not None
         store = RedisVectorStore(train.store.client, uid)
         assert store.current("fresh").version == train.trainer.lineages["fresh"].published
     finally:
         for a in apps:
             a.close()
+
+
+def produce(settings, uid, events) -> None:
+    producer = KafkaEventProducer(settings.kafka.client_options())
+    for e in events:
+        producer.emit(f"{uid}.events", e["user_id"].encode(), encode(e))
+    producer.close()
+
+
+def test_scale_from_one_to_two_ingest_processes_mid_stream_loses_no_label(
+        stack, uid, tmp_path, tiny_bert_dir):
+    """One ingest process reads the first part of a stream; a second joins the group; the
+    rest follows. The clicks of the first part's last requests come after the scale-up, so
+    the partition that moves must take those pending impressions along (hand-over through
+    Redis): the trainer still gets every label of a reference join, each once."""
+    settings = {r: load_settings(None, role_settings(stack, uid, tmp_path, tiny_bert_dir, r))
+                for r in ("ingest", "train")}
+    setup_topics(settings["ingest"], uid)
+    events = list(traffic(600, seed=9, users=40, items=60))
+    cut = next(k for k, e in enumerate(events) if e["request_id"] == "r300")
+    held = [e for e in events[:cut] if e["type"] == "click"
+            and int(e["request_id"][1:]) >= 270]  # clicked after the scale-up
+    first_part = [e for e in events[:cut] if e not in held]
+    want = sorted(map(sample_key, expected_samples(events, window_ms=5000)))
+    produce(settings["ingest"], uid, first_part)
+    ends = event_ends(settings["ingest"], uid)
+    first = build_ingest_app(settings["ingest"])
+    train = build_app(settings["train"], encoder=TextEncoder(tiny_bert_dir), role="train")
+    apps = [first, train]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                first.pipeline.offsets.get(tp, 0) >= end for tp, end in ends.items()):
+            first.worker.run_once()
+        assert first.pipeline.joiner.pending > 0  # impressions waiting for their clicks
+        second = build_ingest_app(settings["ingest"])  # the scale-up
+        apps.append(second)
+        members = (first, second)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(
+                len(a.pipeline.source._consumer.assignment()) == 1 for a in members):
+            for a in members:
+                a.worker.run_once()
+        produce(settings["ingest"], uid, held + events[cut:])
+        drain_and_train(members, train, event_ends(settings["ingest"], uid), want, deadline)
+        moved = {(name, event): a.metrics.registry.get_sample_value(
+            "freshrec_join_handover_total", {"event": event})
+            for name, a in (("first", first), ("second", second))
+            for event in ("released", "adopted", "stale")}
+    finally:
+        for a in apps:
+            a.close()
+    assert moved[("first", "released")] > 0 and moved[("second", "adopted")] > 0, moved
+    assert moved[("first", "stale")] == moved[("second", "stale")] == 0
+    got = trained_keys(train)
+    assert got == want, f"{len(got)} samples trained, {len(want)} expected"
 
 
 def test_kill_9_of_an_ingest_process_loses_and_doubles_no_sample(

@@ -10,6 +10,7 @@ from typing import Any
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
 from consumers.eviction import ItemEvictor
+from consumers.handover import JoinHandover
 from consumers.joiner import Joiner
 from consumers.kafka_dlq import KafkaDeadLetterSink
 from consumers.kafka_samples import KafkaSampleSink
@@ -18,6 +19,7 @@ from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
+from model_store.handover import RedisHandoverStore
 from model_store.redis_store import RedisVectorStore, connect
 from worker.config import Settings
 from worker.experiments.drift_monitor import DriftMonitor
@@ -109,7 +111,7 @@ def _pipeline(settings: Settings, subscribe: list[str], role: str) -> IngestPipe
     # An ingest-tier process only passes samples on: it keeps no replay buffers.
     recent, reservoir = (1, 1) if role == "ingest" else (ing.recent_capacity,
                                                         ing.reservoir_capacity)
-    return IngestPipeline(
+    pipeline = IngestPipeline(
         source, KafkaDeadLetterSink(topics.dlq, opts, ing.dlq_max_value_bytes), topics,
         buffers=ReplayBuffers(recent, reservoir, ing.recent_share, ing.seed, ing.history_len),
         joiner=Joiner(int(ing.join_window_s * 1000), ing.history_len,
@@ -117,6 +119,10 @@ def _pipeline(settings: Settings, subscribe: list[str], role: str) -> IngestPipe
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes,
         time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)))
+    if "events" in subscribe:  # pending joins follow their partition at a rebalance
+        pipeline.handover = JoinHandover(RedisHandoverStore(
+            redis_client(settings), settings.redis.prefix, k.group_id), topics.events)
+    return pipeline
 
 
 def build_ingest_app(settings: Settings) -> IngestApp:

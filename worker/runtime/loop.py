@@ -157,7 +157,7 @@ class Worker:
             self.samples.send(self.pipeline.take_fresh())
         self.metrics.health.beat()
         self.metrics.record_up("kafka", True)
-        if report.messages:
+        if report.messages or report.handover:  # a rebalance moved join state
             self._dirty = True
             self.metrics.record_batch(report)
             if self.monitor is not None:

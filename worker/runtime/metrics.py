@@ -50,6 +50,12 @@ class Metrics:
                                      ["state"], registry=r)
         for state in ("closed_keys", "user_histories", "dedupe_ids", "items", "catalog_texts"):
             self.state_evicted.labels(state)
+        self.join_handover = Counter("freshrec_join_handover", "Pending impressions moved "
+                                     "at rebalances (released to the partition's next owner, "
+                                     "adopted from its last); hand-overs refused as stale or "
+                                     "unreadable", ["event"], registry=r)
+        for event in ("released", "adopted", "stale", "unavailable"):
+            self.join_handover.labels(event)
         self.checkpoint_bytes = Counter("freshrec_checkpoint_bytes", "Bytes written by "
                                         "checkpoints (kind: full, or a delta of what changed "
                                         "since the previous one)", ["kind"], registry=r)
@@ -166,6 +172,8 @@ class Metrics:
         """Account for one ingestion step."""
         for state, n in report.evicted.items():
             self.state_evicted.labels(state).inc(n)
+        for event, n in report.handover.items():
+            self.join_handover.labels(event).inc(n)
         for etype, n in report.consumed.items():
             self.events_consumed.labels(etype).inc(n)
         for reason, n in report.rejected.items():

@@ -87,6 +87,10 @@ class ListSource:
             out[(m.topic, m.partition)] = out.get((m.topic, m.partition), 0) + 1
         return out
 
+    def take_assignment(self) -> set[tuple[str, int]] | None:
+        """None: a list never rebalances."""
+        return None
+
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
         """Keep the hook (a list never rebalances)."""
         self.revoke_hook = hook

@@ -111,3 +111,57 @@ def test_old_impression_read_after_a_newer_one_still_closes_on_time():
     j.expire(out, watermark=5 * MIN)
     assert [(s.request_id, s.label) for s in out] == [("r-old", 0)]
     assert j.pending == 1
+
+
+def _msgspec_round_trip(state):
+    """What a checkpoint does to a state: JSON out and back (tuples become lists)."""
+    import msgspec
+
+    return msgspec.json.decode(msgspec.json.encode(state))
+
+
+def test_delta_chain_of_join_state_rebuilds_closed_keys_histories_and_pending():
+    """Closed keys and user histories checkpoint as deltas (new since the last marks); a
+    chain applied base first equals the live joiner, through both maps' trims."""
+    import random
+
+    rng = random.Random(3)
+    live, out = Joiner(window_ms=50, max_users=40, closed_memory=400), []
+    chain, marks = [], None
+    for n in range(3000):
+        user, req = f"u{rng.randrange(70)}", f"r{n // 3}"
+        item = f"i{rng.randrange(30)}"
+        live.add(ev("impression", f"e{n}", n, req=req, item=item, user=user), out)
+        if rng.random() < 0.4:
+            live.add(ev("click", f"c{n}", n + rng.randrange(80), req=req, item=item,
+                        user=user), out)
+        live.expire(out)
+        if n % 97 == 0:
+            full = marks is None or len(chain) % 7 == 0
+            chain.append(_msgspec_round_trip(live.state_dict(None if full else marks)))
+            marks = live.marks()
+    chain.append(_msgspec_round_trip(live.state_dict(marks)))  # the state now, as a delta
+    assert any("closed_delta" in s for s in chain) and any("history_delta" in s for s in chain)
+    assert sum(live.evicted.values()) > 0  # both caps were hit along the way
+    start = max(k for k, s in enumerate(chain) if "closed" in s)
+    restored = Joiner(window_ms=50, max_users=40, closed_memory=400)
+    for k in range(start, len(chain)):
+        restored.load_state_dict(chain[k], final=k == len(chain) - 1)
+    live_closed, live_pending = live.labels()
+    got_closed, got_pending = restored.labels()
+    assert list(got_closed.items()) == list(live_closed.items())  # same order too
+    assert got_pending == live_pending
+    assert list(restored._history.items()) == list(live._history.items())
+    assert restored.watermark == live.watermark and restored.outcomes == live.outcomes
+    # A delta is the new work: far fewer entries than the maps hold.
+    last = chain[-1]
+    assert len(last["closed_delta"]) < last["closed_len"]
+
+
+def test_join_state_from_before_deltas_still_loads():
+    j, _ = run([ev("impression", "a", 0), ev("click", "b", 1)], flush=False)
+    old = {"watermark": 1, "outcomes": {}, "pending": [],
+           "closed": [["r1", "i1", True]], "history": {"u1": ["i1"]}}
+    j2 = Joiner()
+    j2.load_state_dict(old)
+    assert j2.labels() == j.labels() and j2.history("u1") == ("i1",)
