@@ -94,7 +94,7 @@ def measure(table: ItemTable, buffers: ReplayBuffers, batch: int, steps: int,
                       device=device)
     lin = trainer.lineages["a"]
     lin.grow(len(table))
-    step = trainer._step  # noqa: SLF001 - the cycle's own training step
+    step = trainer.step  # the cycle's own training step
 
     def objects() -> Batch:
         return make_batch(buffers.sample(batch), table, device)

@@ -51,7 +51,7 @@ def train_rate(items: int, steps: int, batch: int, device: torch.device) -> floa
         samples = buffers.sample(batch)
         cols = SampleRows.of(samples, table.index)
         rows = np.concatenate([cols.item, np.maximum(cols.hist.ravel(), 0)])
-        trainer._step(lin, make_batch(samples, table, device), rows)
+        trainer.step(lin, make_batch(samples, table, device), rows)
 
     step()  # warm-up
     start = time.perf_counter()

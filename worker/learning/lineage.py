@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,11 @@ import torch
 
 from worker.learning.model import FreshRecModel
 
-__all__ = ["Lineage"]
+__all__ = ["GradSyncFn", "Lineage"]
+
+#: Averages a replica's gradients across trainer ranks and returns the rows every rank's
+#: batch looked up (see :class:`worker.learning.distributed.GradSync`).
+GradSyncFn = Callable[[FreshRecModel, np.ndarray], np.ndarray]
 
 
 class Lineage:
@@ -49,6 +54,7 @@ class Lineage:
         # the next stamp, and a row remembers the last that changed it in either copy.
         self.stamp = 0
         self.row_stamp = np.zeros(model.capacity, np.int64)
+        self.sync: GradSyncFn | None = None  # set when trainer ranks share each step
         self._build_optimisers()
 
     def _build_optimisers(self) -> None:
@@ -99,7 +105,9 @@ class Lineage:
 
         ``rows``: every item row the batch looked up (their sparse rows move, even those
         with a zero gradient: SparseAdam's momentum). ``dense`` False leaves the
-        parameters every row depends on as they are, so only ``rows`` change.
+        parameters every row depends on as they are, so only ``rows`` change. With
+        :attr:`sync` set (several trainer ranks), the gradients are averaged over the ranks
+        first and every rank's rows count as touched.
         """
         self.opt_dense.zero_grad(set_to_none=True)
         self.opt_sparse.zero_grad(set_to_none=True)
@@ -109,6 +117,8 @@ class Lineage:
         else:
             for param in self.model.row_parameters():
                 param.grad = None  # Adam skips a parameter without a gradient
+        if self.sync is not None:
+            rows = self.sync(self.model, rows)
         self.opt_dense.step()
         self.opt_sparse.step()
         self.touched[rows] = True

@@ -35,7 +35,7 @@ from worker.learning.batches import (
 from worker.learning.evaluation import auc, logloss
 from worker.learning.feed import DriftObserver, SampleFeed
 from worker.learning.items import ItemTable
-from worker.learning.lineage import Lineage
+from worker.learning.lineage import GradSyncFn, Lineage
 from worker.learning.model import FreshRecModel
 from worker.learning.publishing import Published, publish_version
 from worker.learning.reports import CycleOutcome, CycleReport
@@ -63,13 +63,16 @@ class Trainer:
         on_report: called with each :class:`CycleReport` (metrics, terminal view).
         drift: where progressive-validation output and publishes are reported, and which
             sets the replay mix while drift alerts.
+        grad_sync: averages gradients across data-parallel trainer ranks
+            (:class:`worker.learning.distributed.GradSync`); None for one process.
     """
 
     def __init__(self, arms: Sequence[ArmSettings], cfg: TrainingSettings, table: ItemTable,
                  encode: EncodeFn, store: VectorStore, *, dim: int = 64,
                  device: torch.device | None = None, seed: int = 0,
                  on_report: Callable[[CycleReport], None] | None = None,
-                 drift: DriftObserver | None = None) -> None:
+                 drift: DriftObserver | None = None, grad_sync: GradSyncFn | None = None
+                 ) -> None:
         self.cfg = cfg
         self.table = table
         self.encode = encode
@@ -81,6 +84,7 @@ class Trainer:
         for k, arm in enumerate(arms):
             model = FreshRecModel(table.text_dim, arm.dim or dim, seed=seed + k).to(self.device)
             self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher)
+            self.lineages[arm.name].sync = grad_sync
         # Teachers train before their students within a cycle.
         self._order = sorted(self.lineages.values(), key=lambda lin: lin.kind == "distilled")
         self._last_cycle: float | None = None
@@ -193,10 +197,10 @@ class Trainer:
             looked_up = np.concatenate([items, np.maximum(hist.ravel(), 0)])
             for lin in training:
                 lin.grow(len(self.table))
-                totals[lin.name] += self._step(lin, batch, looked_up)
+                totals[lin.name] += self.step(lin, batch, looked_up)
         return {name: float(total) / steps for name, total in totals.items()}  # one sync
 
-    def _step(self, lin: Lineage, batch: Batch, rows: np.ndarray) -> torch.Tensor:
+    def step(self, lin: Lineage, batch: Batch, rows: np.ndarray) -> torch.Tensor:
         """One optimiser step, returning the loss as a device tensor.
 
         Reading the loss would wait for the GPU, so the next batch could not be prepared

@@ -109,7 +109,7 @@ def test_a_cycle_under_a_backlog_is_bounded_by_max_steps() -> None:
         pipeline.step(5000)
     assert pipeline.pending() > 1000  # a backlog: ~30 steps' worth of new samples
     steps = []
-    real_step = trainer._step
-    trainer._step = lambda lin, batch, rows: steps.append(1) or real_step(lin, batch, rows)  # type: ignore[method-assign]
+    real_step = trainer.step
+    trainer.step = lambda lin, batch, rows: steps.append(1) or real_step(lin, batch, rows)  # type: ignore[method-assign]
     trainer.run_cycle(pipeline, 0.0)
     assert len(steps) == 5

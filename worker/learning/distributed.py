@@ -1,0 +1,87 @@
+"""Data-parallel trainer ranks over torch.distributed: every rank takes the same step.
+
+Each rank computes the loss of its own share of a batch. Before the optimisers step, the
+dense gradients are averaged with one all-reduce, and the sparse ones (the collaborative
+rows and biases the shares looked up) are all-gathered, summed row by row and averaged.
+Every rank then applies the same gradient to the same parameters, so the replicas stay
+identical without ever being broadcast, and equal (up to the order of float sums) to one
+process training on the whole batch, since each share's loss is a mean over an equal
+number of samples. The sparse exchange is proportional to the rows a batch touched, not
+to the catalog (an all-reduce of the whole embedding table would move every row each
+step). Works with gloo on CPU and NCCL on GPUs; one process needs none of it.
+
+The rows a step touched cross ranks too: SparseAdam moves exactly the rows in the summed
+gradient, and delta publishing and checkpoints follow the touched rows, so every rank
+must mark the same ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from worker.learning.model import FreshRecModel
+
+__all__ = ["GradSync"]
+
+
+class GradSync:
+    """Averages a replica's gradients across the ranks of ``group`` (see module doc).
+
+    Call it between ``loss.backward()`` and the optimiser steps, on every rank, with the
+    rows this rank's share looked up; it returns the rows every rank's shares looked up.
+    """
+
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+        self.group = group
+        self.world = dist.get_world_size(group)
+
+    def __call__(self, model: FreshRecModel, rows: np.ndarray) -> np.ndarray:
+        """Average ``model``'s gradients over the ranks; the rows every rank looked up."""
+        dense = [p.grad for p in model.dense_parameters() if p.grad is not None]
+        if dense:  # one flat all-reduce instead of one per parameter
+            flat = torch.cat([g.reshape(-1) for g in dense])
+            dist.all_reduce(flat, group=self.group)
+            flat /= self.world
+            offset = 0
+            for g in dense:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+        for param in model.sparse_parameters():
+            if param.grad is not None:
+                param.grad = self._sparse_mean(param.grad, param.shape)
+        union = self._gather(torch.as_tensor(np.asarray(rows, np.int64)))
+        return np.unique(union.numpy())
+
+    def _sparse_mean(self, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        local = grad.coalesce()
+        idx = self._gather(local.indices()[0].cpu()).to(grad.device)
+        values = self._gather_rows(local.values())
+        total = torch.sparse_coo_tensor(idx.unsqueeze(0), values, shape).coalesce()
+        return total / self.world
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-d int64 ``x``, concatenated in rank order (lengths may differ)."""
+        return self._gather_padded(x.to(self._wire()), (len(x),)).cpu()
+
+    def _gather_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``(n, width)`` rows, concatenated in rank order."""
+        return self._gather_padded(values.to(self._wire()), tuple(values.shape)).to(
+            values.device)
+
+    def _gather_padded(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        sizes = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([shape[0]], device=x.device), group=self.group)
+        counts = [int(s.item()) for s in sizes]
+        padded = torch.zeros((max(counts), *shape[1:]), dtype=x.dtype, device=x.device)
+        padded[: shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded, group=self.group)
+        return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)])
+
+    def _wire(self) -> torch.device:
+        """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
+        if dist.get_backend(self.group) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
