@@ -1,17 +1,19 @@
 """Freshness: click produced to Kafka -> a published vector version that learnt from it.
 
     python -m bench.freshness [--items 10000] [--probes 100] [--rate 100] [--open-loop]
+                              [--cycle-interval-s S]
 
 Real embedded broker and Redis, the real MiniLM encoder, a 10k-item catalog, simulator
 traffic in the background (``--rate`` requests/s), and the worker in process. The
 simulator ranks every request through the serving code (a closed loop), which one Python
 process cannot do at 1,000 requests/s beside the worker; ``--open-loop`` instead produces
 the traffic from a separate process (requests of 3 impressions on random catalog items,
-clicks at CTR 0.1, event time = now) and prints the rate it reached. Every
-``--every-s`` a probe impression + click for a random catalog item is produced. A probe is
-fresh once the ``fresh`` arm's current version in Redis was trained with a watermark at or
-past the probe's event time (every partition had been read past it, and the probe's
-request is never held out, so its sample was in that cycle's training). p50/p99 printed.
+clicks at each item's own CTR, mean 0.11; event time = now) and prints the rate it
+reached. Every ``--every-s`` a probe impression + click for a random catalog item is
+produced. A probe is fresh once the ``fresh`` arm's current version in Redis was trained
+with a watermark at or past the probe's event time (every partition had been read past
+it, and the probe's request is never held out, so its sample was in that cycle's
+training). p50/p99 printed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import replace
 
 import msgspec
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from consumers.kafka_source import KafkaEventProducer
 from worker.config import load_settings
@@ -40,20 +43,27 @@ from worker.tools.simulate import SimConfig, Simulator
 def open_loop_traffic(options: dict[str, object], topic: str, items: int, rate: float,
                       stop: multiprocessing.synchronize.Event, sent: multiprocessing.Value
                       ) -> None:  # type: ignore[valid-type]
-    """Requests at ``rate`` per second until ``stop``: 3 impressions, clicks at CTR 0.1."""
+    """Requests at ``rate`` per second until ``stop``: 3 impressions of random items.
+
+    Each item has its own click-through rate, drawn once from Beta(0.5, 4) (mean 0.11), so
+    there is something to learn: with one CTR for every item, labels are pure noise, every
+    candidate fits noise, and the gate rightly holds back its versions.
+    """
     producer = KafkaEventProducer(options, linger_ms=5)
     enc, rng = msgspec.json.Encoder(), random.Random(7)
+    ctr = np.random.default_rng(7).beta(0.5, 4.0, size=items)
     start, n = time.monotonic(), 0
     while not stop.is_set():
         ts = time.time_ns() // 1_000_000
         user = f"ol-user-{rng.randrange(50_000)}"
         for slot in range(3):
-            base = {"ts": ts, "user_id": user, "item_id": f"item-{rng.randrange(items):06d}",
+            item = rng.randrange(items)
+            base = {"ts": ts, "user_id": user, "item_id": f"item-{item:06d}",
                     "request_id": f"ol-{n}", "arm": ("control", "fresh")[n % 2],
                     "position": slot, "propensity": 0.5}
             producer.emit(topic, user.encode(), enc.encode(
                 {**base, "event_id": f"ol-{n}-{slot}-i", "type": "impression"}))
-            if rng.random() < 0.1:
+            if rng.random() < ctr[item]:
                 producer.emit(topic, user.encode(), enc.encode(
                     {**base, "event_id": f"ol-{n}-{slot}-c", "type": "click"}))
         n += 1
@@ -64,12 +74,44 @@ def open_loop_traffic(options: dict[str, object], topic: str, items: int, rate: 
     sent.value = n  # type: ignore[attr-defined]
 
 
+PHASES = (("cycles", "freshrec_train_cycle_duration_seconds"),
+          ("publishes", "freshrec_publish_duration_seconds"),
+          ("checkpoints", "freshrec_checkpoint_duration_seconds"))
+
+
+def phase_totals(registry: CollectorRegistry) -> list[tuple[float, float]]:
+    """(count, seconds) so far of each phase, then the ``fresh`` arm's cycle outcomes.
+
+    The phases are the worker's cycles, publishes and checkpoints; the outcomes are
+    (published, rejected by the gate).
+    """
+    outcomes = [registry.get_sample_value("freshrec_train_cycles_total",
+                                          {"arm": "fresh", "outcome": o}) or 0.0
+                for o in ("published", "rejected")]
+    return [*((registry.get_sample_value(f"{metric}_count") or 0.0,
+               registry.get_sample_value(f"{metric}_sum") or 0.0) for _, metric in PHASES),
+            (outcomes[0], outcomes[1])]
+
+
+def phase_summary(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> str:
+    """Count and mean seconds of each phase between two :func:`phase_totals`."""
+    parts = []
+    for (name, _), (n0, s0), (n1, s1) in zip(PHASES, before, after, strict=False):
+        parts.append(f"{int(n1 - n0)} {name}, mean {(s1 - s0) / max(n1 - n0, 1):.3f} s")
+    (p0, r0), (p1, r1) = before[-1], after[-1]
+    parts.append(f"'fresh' arm: {int(p1 - p0)} cycles published, {int(r1 - r0)} rejected "
+                 "by the gate")
+    return "worker while probed: " + "; ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--every-s", type=float, default=0.5)
     ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--cycle-interval-s", type=float, default=None,
+                    help="training.cycle_interval_s for this run (default: the setting's)")
     ap.add_argument("--open-loop", action="store_true",
                     help="traffic from a separate process, without ranking (high rates)")
     args = ap.parse_args()
@@ -79,7 +121,9 @@ def main() -> None:
             "redis": {"url": stack.redis_url},
             "ingest": {"join_window_s": 5.0},
             "store": {"checkpoint_dir": f"{tmp}/ckpt"},
-            "training": {"encode_per_cycle": 5000},
+            "training": {"encode_per_cycle": 5000, **(
+                {} if args.cycle_interval_s is None
+                else {"cycle_interval_s": args.cycle_interval_s})},
         })
         app = build_app(settings)
         opts = settings.kafka.client_options()
@@ -125,6 +169,7 @@ def main() -> None:
             ol_proc.start()
             time.sleep(10)  # traffic at full rate before the first probe
         measure_t0, measure_n0 = time.monotonic(), ol_sent.value
+        phases0 = phase_totals(app.metrics.registry)
         rng = random.Random(1)
         enc = msgspec.json.Encoder()
         pending: list[tuple[int, float]] = []
@@ -158,6 +203,7 @@ def main() -> None:
                 latencies.append(time.monotonic() - sent_at)
             pending = [p for p in pending if p[0] > watermark]
             time.sleep(0.02)
+        phases1 = phase_totals(app.metrics.registry)
         stop.set()
         reached = ""
         if args.open_loop:
@@ -170,9 +216,11 @@ def main() -> None:
         lat = np.array(latencies)
         print(f"freshness over {len(lat)} clicks ({args.items}-item catalog, "
               f"{args.rate:.0f} req/s background traffic{reached}, cycle interval "
-              f"{settings.training.cycle_interval_s} s): p50 {np.percentile(lat, 50):.2f} s, "
+              f"{settings.training.cycle_interval_s} s, training on {app.trainer.device}): "
+              f"p50 {np.percentile(lat, 50):.2f} s, "
               f"p90 {np.percentile(lat, 90):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
               f"max {lat.max():.2f} s  (target p99 <= 2.4 s)")
+        print(phase_summary(phases0, phases1), flush=True)
         app.close()
         producer.close()
 

@@ -129,7 +129,7 @@ def main() -> None:
         ingest_s = drain(ingest, ends, trained=False, timeout_s=args.timeout_s)
         base.close()
         full_s = drain(full.worker, ends, trained=True, timeout_s=args.timeout_s)
-        cycles = full.trainer.cycles
+        cycles, device = full.trainer.cycles, str(full.trainer.device)
         full.close()
 
     out = {
@@ -138,9 +138,11 @@ def main() -> None:
         "full_worker_events_per_s": round(events / full_s),
         "ratio_full_over_ingest_only": round(ingest_s / full_s, 3),
         "full_worker_cycles": cycles, "catalog_warmup_s": round(warm_s, 1),
+        "training_device": device,
     }
     print(f"ingest only  {out['ingest_only_events_per_s']:>8,} events/s")
-    print(f"full worker  {out['full_worker_events_per_s']:>8,} events/s ({cycles} cycles)")
+    print(f"full worker  {out['full_worker_events_per_s']:>8,} events/s ({cycles} cycles, "
+          f"training on {device})")
     print(f"ratio full/ingest-only {out['ratio_full_over_ingest_only']:.3f} (target >= 0.5)")
     print(json.dumps(out, indent=2))
 
