@@ -78,11 +78,10 @@ class JoinHandover:
         next owner would resume past impressions it cannot label. The worker goes on
         ingesting, and the next checkpoint tries again (as with any Redis outage).
         """
-        states: dict[_Tp, tuple[int, bytes]] = {}
-        for tp, offset in offsets.items():
-            if tp[0] == self.events_topic:
-                rows, histories = joiner.handover(tp)
-                states[tp] = (offset, self._encode.encode([rows, histories]))
+        mine = {tp: offset for tp, offset in offsets.items() if tp[0] == self.events_topic}
+        states = {tp: (mine[tp], self._encode.encode([rows, histories]))
+                  for tp, (rows, histories) in joiner.handovers(mine).items()
+                  if tp is not None}
         if not states:
             return True
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Iterable
 from itertools import islice
 from typing import Any
 
@@ -157,8 +158,13 @@ class Joiner:
 
     def _push_history(self, user_id: str, item_id: str) -> None:
         hist = self._history.pop(user_id, ())  # re-insert: most recently active last
-        self._history[user_id] = (item_id, *(i for i in hist if i != item_id))[
-            : self.history_len]
+        self._set_history(user_id, (item_id, *(i for i in hist if i != item_id))[
+            : self.history_len])
+
+    def _set_history(self, user_id: str, hist: tuple[str, ...]) -> None:
+        """Store a user's history as the most recently active, stamped for the next delta."""
+        self._history.pop(user_id, None)
+        self._history[user_id] = hist
         self.history_pushes += 1
         self._pushed_at.pop(user_id, None)
         self._pushed_at[user_id] = self.history_pushes
@@ -173,15 +179,22 @@ class Joiner:
             self._history = _newest(self._history, self.max_users // 2)
             self._pushed_at = _newest(self._pushed_at, self.max_users // 2)
 
-    def handover(self, part: Part) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
-        """``part``'s pending impressions as data, and the histories of their users.
+    def handovers(self, parts: Iterable[Part]
+                  ) -> dict[Part, tuple[list[Any], dict[str, tuple[str, ...]]]]:
+        """Per partition: its pending impressions as data, and their users' histories.
 
-        What a partition's next owner needs to label them: :meth:`adopt` takes it back.
+        What a partition's next owner needs to label them (:meth:`adopt` takes it back);
+        one pass over the pending impressions for all ``parts``.
         """
-        rows = [(msgspec.structs.astuple(imp), hist, p) for imp, hist, p in
-                self._pending.values() if p == part]
-        users = {row[0][3] for row in rows}  # BehaviourEvent field 3: user_id
-        return rows, {u: self._history[u] for u in users if u in self._history}
+        out: dict[Part, tuple[list[Any], dict[str, tuple[str, ...]]]] = {
+            part: ([], {}) for part in parts}
+        for imp, hist, part in self._pending.values():
+            if part in out:
+                rows, histories = out[part]
+                rows.append((msgspec.structs.astuple(imp), hist, part))
+                if imp.user_id in self._history:
+                    histories[imp.user_id] = self._history[imp.user_id]
+        return out
 
     def release(self, part: Part) -> int:
         """Forget ``part``'s pending impressions (its new owner labels them); how many."""
@@ -196,11 +209,7 @@ class Joiner:
         Impressions already pending or closed here are kept as they are.
         """
         for user, hist in histories.items():  # newer than any here: the user's events are
-            self._history.pop(user, None)  # all on that partition
-            self._history[user] = tuple(hist)
-            self.history_pushes += 1  # in the next delta checkpoint
-            self._pushed_at.pop(user, None)
-            self._pushed_at[user] = self.history_pushes
+            self._set_history(user, tuple(hist))  # all on that partition
         added = 0
         for row in rows:
             ev = BehaviourEvent(*row[0])
@@ -265,7 +274,7 @@ class Joiner:
         if isinstance(history, dict):  # the format before delta checkpoints of join state
             history = list(history.items())
         if "history" in state:
-            self._history, self._pushed_at = {}, {}
+            self._history = {}
         for user, hist in [*history, *reversed(state.get("history_delta", []))]:
             self._history.pop(user, None)
             self._history[user] = tuple(hist)

@@ -56,29 +56,22 @@ class GradSync:
 
     def _sparse_mean(self, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         local = grad.coalesce()
-        idx = self._gather(local.indices()[0].cpu()).to(grad.device)
-        values = self._gather_rows(local.values())
+        idx, values = self._gather(local.indices()[0]), self._gather(local.values())
         total = torch.sparse_coo_tensor(idx.unsqueeze(0), values, shape).coalesce()
         return total / self.world
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        """Every rank's 1-d int64 ``x``, concatenated in rank order (lengths may differ)."""
-        return self._gather_padded(x.to(self._wire()), (len(x),)).cpu()
-
-    def _gather_rows(self, values: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``(n, width)`` rows, concatenated in rank order."""
-        return self._gather_padded(values.to(self._wire()), tuple(values.shape)).to(
-            values.device)
-
-    def _gather_padded(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        sizes = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(self.world)]
-        dist.all_gather(sizes, torch.tensor([shape[0]], device=x.device), group=self.group)
+        """Every rank's ``x`` (lengths may differ), concatenated in rank order, on x's device."""
+        wire = x.to(self._wire())
+        sizes = [torch.zeros(1, dtype=torch.int64, device=wire.device)
+                 for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([len(x)], device=wire.device), group=self.group)
         counts = [int(s.item()) for s in sizes]
-        padded = torch.zeros((max(counts), *shape[1:]), dtype=x.dtype, device=x.device)
-        padded[: shape[0]] = x
+        padded = torch.zeros((max(counts), *x.shape[1:]), dtype=x.dtype, device=wire.device)
+        padded[: len(x)] = wire
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded, group=self.group)
-        return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)])
+        return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]).to(x.device)
 
     def _wire(self) -> torch.device:
         """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
