@@ -1,7 +1,7 @@
 """Gate churn: how often the ``fresh`` candidate is rejected on traffic of many rare items.
 
     python -m bench.gate_churn [--items 100000] [--rate 1000] [--seconds 30]
-                               [--steps-per-cycle 20] [--lr 0.01]
+                               [--set replay_ratio=1.0 ...]
 
 No broker, no Redis, no text encoder: the open-loop traffic of ``bench.freshness`` (3
 impressions a request on items drawn uniformly, clicks at each item's own CTR from
@@ -62,15 +62,15 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=30)
-    ap.add_argument("--steps-per-cycle", type=int, default=TrainingSettings().steps_per_cycle)
-    ap.add_argument("--lr", type=float, default=TrainingSettings().lr)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [training] setting, e.g. --set replay_ratio=0.5 (repeatable)")
     args = ap.parse_args()
     torch.manual_seed(0)
     messages = open_loop(args.items, args.rate, args.seconds)
     source = ListSource(messages)
     pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
-    cfg = TrainingSettings(cycle_interval_s=0, steps_per_cycle=args.steps_per_cycle,
-                           lr=args.lr)
+    changed = dict(kv.split("=", 1) for kv in args.set)
+    cfg = TrainingSettings.model_validate({**changed, "cycle_interval_s": 0})
     table = ItemTable(32, torch.device("cpu"), pipeline.item_index)
     table.set_semantic([f"item-{k:06d}" for k in range(args.items)],
                        np.random.default_rng(1).normal(size=(args.items, 32)) / 5.6)
@@ -91,9 +91,8 @@ def main() -> None:
                 diffs.append(report.gate_candidate_loss - report.gate_served_loss)
     print("gate (candidate - served log-loss) per cycle:",
           " ".join(f"{d:+.3f}" for d in diffs))
-    print(f"{args.items} items, {args.rate} req/s, {args.seconds} cycles, steps_per_cycle "
-          f"{args.steps_per_cycle}, lr {args.lr}: {dict(outcomes)} "
-          f"(tolerance {cfg.gate_tolerance})")
+    print(f"{args.items} items, {args.rate} req/s, {args.seconds} cycles, training "
+          f"{changed or 'defaults'}: {dict(outcomes)} (tolerance {cfg.gate_tolerance})")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class FeedSnapshot:
         share = self.recent_share if recent_share is None else recent_share
         recent, old = self._pools
         cut = int(holdout_share * HOLDOUT_BUCKETS)
-        if not len(recent) and not len(old):
+        if not n or (not len(recent) and not len(old)):
             width = recent.cols.hist.shape[1]
             return np.zeros(0, np.int32), np.zeros((0, width), np.int32), np.zeros(0, np.int8)
         n_recent = round(n * share) if len(recent) and len(old) else (n if len(recent) else 0)

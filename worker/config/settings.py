@@ -115,7 +115,15 @@ class TrainingSettings(_Section):
     cycle_trigger_samples: int = Field(20_000, ge=1)  # start a cycle early at this many new
     encode_per_cycle: int = Field(2000, ge=1)  # catalog texts encoded per cycle at most
     gate_samples: int = Field(4096, ge=16)
-    steps_per_cycle: int = Field(20, ge=1)
+    # Replay rows drawn per new sample in a cycle's batches: the replay grows with what is
+    # new (1.0: half of a full batch is replay).
+    replay_ratio: float = Field(1.0, ge=0)
+    # At least this many steps per cycle (extra ones are whole replay batches); 0: a cycle
+    # with nothing new to learn does not train.
+    steps_per_cycle: int = Field(0, ge=0)
+    # The same minimum during the warm-up cycles, when a model learns from scratch and
+    # several passes over the buffers are what it needs.
+    warmup_steps_per_cycle: int = Field(20, ge=0)
     # At most this many steps per cycle (0: no bound): a cycle trains on every new sample
     # once up to max_steps * batch_size / 2 of them; beyond that, under a backlog, the rest
     # is learnt through the recent replay window, so a cycle never blocks ingestion long.

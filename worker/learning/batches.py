@@ -20,7 +20,7 @@ from consumers.events import Sample
 from worker.config import TrainingSettings
 from worker.learning.items import ItemTable
 
-__all__ = ["Batch", "batch_from_rows", "concat", "cycle_steps", "holdout_set", "is_holdout",
+__all__ = ["Batch", "batch_from_rows", "concat", "cycle_plan", "holdout_set", "is_holdout",
            "make_batch", "stack_history"]
 
 
@@ -104,13 +104,31 @@ def holdout_set(newest_first: Iterable[Sample], share: float, want: int) -> list
     return out
 
 
-def cycle_steps(new: int, cfg: TrainingSettings) -> int:
-    """Steps of a cycle over ``new`` trainable samples: each once, half a batch a step.
+def cycle_plan(new: int, cfg: TrainingSettings, cycles_done: int = 0,
+               buffered: int | None = None) -> list[tuple[int, int, int]]:
+    """Steps of a cycle over ``new`` trainable samples: (new from, new to, replay rows) each.
 
-    At least ``steps_per_cycle``; at most ``max_steps_per_cycle`` when that is set.
+    Every new sample is trained on once, with ``replay_ratio`` replay rows per new row in
+    its batch (``batch_size`` rows at most), so the replay a cycle does grows with what is
+    new: a quiet cycle does not replay the buffers many times over and overfit their rarely
+    seen items. ``steps_per_cycle`` is a minimum made up with full replay batches
+    (``warmup_steps_per_cycle`` while fewer than ``warmup_cycles`` are done: a model
+    learning from scratch needs passes, though no more than one over the ``buffered``
+    samples a cycle, which would overfit a young buffer of many rare items). Past
+    ``max_steps_per_cycle`` the rest of a backlog is learnt through the recent window.
     """
-    half = cfg.batch_size // 2
-    steps = max(cfg.steps_per_cycle, math.ceil(new / max(half, 1)))
+    per = max(1, int(cfg.batch_size / (1 + cfg.replay_ratio)))
+    warm = cfg.warmup_steps_per_cycle if cycles_done < cfg.warmup_cycles else 0
+    if buffered is not None:
+        warm = min(warm, math.ceil(buffered / cfg.batch_size))
+    least = max(cfg.steps_per_cycle, warm)
+    steps = max(least, math.ceil(new / per))
     if cfg.max_steps_per_cycle:
-        steps = min(steps, max(cfg.max_steps_per_cycle, cfg.steps_per_cycle))
-    return steps
+        steps = min(steps, max(cfg.max_steps_per_cycle, least))
+    plan = []
+    for k in range(steps):
+        lo, hi = min(k * per, new), min((k + 1) * per, new)
+        room = cfg.batch_size - (hi - lo)
+        plan.append((lo, hi, min(room, math.ceil(cfg.replay_ratio * (hi - lo))) if hi > lo
+                     else room))
+    return plan

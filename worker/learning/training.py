@@ -27,7 +27,7 @@ from worker.config import ArmSettings, TrainingSettings
 from worker.learning.batches import (
     Batch,
     batch_from_rows,
-    cycle_steps,
+    cycle_plan,
     holdout_set,
     is_holdout,
     stack_history,
@@ -103,7 +103,8 @@ class Trainer:
     def cycle_budget(self, pending: int) -> tuple[int, int]:
         """(replay rows per buffer, catalog texts) a cycle over ``pending`` samples uses."""
         new = int(pending * (1 - self.cfg.holdout_share)) + 1
-        return cycle_steps(new, self.cfg) * self.cfg.batch_size, self.cfg.encode_per_cycle
+        replay = sum(step[2] for step in cycle_plan(new, self.cfg, self.cycles))
+        return replay, self.cfg.encode_per_cycle
 
     def run_cycle(self, feed: SampleFeed, now_s: float) -> list[CycleReport]:
         """One full cycle for every lineage; returns a report per lineage."""
@@ -179,13 +180,10 @@ class Trainer:
         new_rows = SampleRows.of(new, self.table.index)
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
-        half = self.cfg.batch_size // 2
-        steps = cycle_steps(len(new), self.cfg)
+        plan = cycle_plan(len(new), self.cfg, self.cycles, feed.buffered())
         totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
-        for step in range(steps):
-            lo, hi = step * half, min((step + 1) * half, len(new))
-            items, hist, labels = feed.replay_rows(self.cfg.batch_size - max(0, hi - lo),
-                                                   recent_share, share)
+        for lo, hi, replay in plan:
+            items, hist, labels = feed.replay_rows(replay, recent_share, share)
             if hi > lo:
                 items = np.concatenate([new_rows.item[lo:hi], items])
                 labels = np.concatenate([new_rows.label[lo:hi], labels])
@@ -198,7 +196,8 @@ class Trainer:
             for lin in training:
                 lin.grow(len(self.table))
                 totals[lin.name] += self.step(lin, batch, looked_up)
-        return {name: float(total) / steps for name, total in totals.items()}  # one sync
+        # One device sync per cycle; no loss (not trained) when the plan had no step.
+        return {name: float(t) / len(plan) for name, t in totals.items()} if plan else {}
 
     def step(self, lin: Lineage, batch: Batch, rows: np.ndarray) -> torch.Tensor:
         """One optimiser step, returning the loss as a device tensor.
