@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -19,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.base import SourceUnavailable
 from consumers.events import Message, Offsets
 
-__all__ = ["KafkaEventProducer", "KafkaEventSource", "connect_client", "ensure_topics"]
+__all__ = ["KafkaEventProducer", "KafkaEventSource", "Shard", "connect_client", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 _C = TypeVar("_C")
@@ -80,6 +81,19 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         self.source._on_assigned(set(assigned))  # noqa: SLF001 - the listener is its part
 
 
+@dataclass(frozen=True)
+class Shard:
+    """A fixed share of partitions (one trainer rank's): no group membership, no rebalance.
+
+    Partition ``p`` of a topic is read by rank ``p % world``; topics in ``whole`` (the
+    catalog, which every rank needs) are read whole by every rank.
+    """
+
+    rank: int
+    world: int
+    whole: frozenset[str] = frozenset()
+
+
 class KafkaEventSource:
     """A kafka-python consumer-group member implementing :class:`consumers.base.EventSource`.
 
@@ -87,10 +101,12 @@ class KafkaEventSource:
         topics: topics to subscribe to.
         group_id: consumer group; members of one group split the partitions.
         client_options: passed to ``KafkaConsumer`` (bootstrap_servers, security settings).
+        shard: read this fixed share of the partitions instead of joining the group
+            (offsets are still committed under ``group_id``).
     """
 
     def __init__(self, topics: Iterable[str], group_id: str,
-                 client_options: Mapping[str, Any]) -> None:
+                 client_options: Mapping[str, Any], shard: Shard | None = None) -> None:
         options = {**CONSUMER_DEFAULTS, **client_options, "group_id": group_id}
         self.revoke_hook: Callable[[], Offsets] | None = None
         # Partitions read from since the last assignment: only their offsets are committed.
@@ -104,7 +120,19 @@ class KafkaEventSource:
         self._next: dict[TopicPartition, int] = {}
         self._assigned: set[tuple[str, int]] | None = None  # since take_assignment
         self._consumer = connect_client(KafkaConsumer, options)
-        self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
+        if shard is None:
+            self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
+        else:
+            self._assign_shard(list(topics), shard)
+
+    def _assign_shard(self, topics: list[str], shard: Shard) -> None:
+        parts = {TopicPartition(topic, p) for topic in topics
+                 for p in self._consumer.partitions_for_topic(topic)
+                 if topic in shard.whole or p % shard.world == shard.rank}
+        log.info("rank %d of %d reads %s", shard.rank, shard.world,
+                 sorted((tp.topic, tp.partition) for tp in parts))
+        self._consumer.assign(list(parts))
+        self._on_assigned(parts)
 
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
         """Install the callback run before partitions are revoked; it returns what to commit."""

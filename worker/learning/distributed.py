@@ -13,9 +13,15 @@ step). Works with gloo on CPU and NCCL on GPUs; one process needs none of it.
 The rows a step touched cross ranks too: SparseAdam moves exactly the rows in the summed
 gradient, and delta publishing and checkpoints follow the touched rows, so every rank
 must mark the same ones.
+
+Ranks that number their item rows each in their own order (each hands rows out as its
+own samples arrive) exchange rows through a :class:`RowMap`: rows go out as the global
+rows every rank agreed on and come back as the receiver's own.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,7 +29,17 @@ import torch.distributed as dist
 
 from worker.learning.model import FreshRecModel
 
-__all__ = ["GradSync"]
+__all__ = ["GradSync", "RowMap"]
+
+
+class RowMap(Protocol):
+    """This rank's item rows <-> the global rows every rank agreed on."""
+
+    def to_global(self, rows: np.ndarray) -> np.ndarray:
+        """The global rows of these local ones."""
+
+    def to_local(self, rows: np.ndarray) -> np.ndarray:
+        """The local rows of these global ones."""
 
 
 class GradSync:
@@ -33,9 +49,11 @@ class GradSync:
     rows this rank's share looked up; it returns the rows every rank's shares looked up.
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, group: dist.ProcessGroup | None = None,
+                 rows: RowMap | None = None) -> None:
         self.group = group
         self.world = dist.get_world_size(group)
+        self.rows = rows
 
     def __call__(self, model: FreshRecModel, rows: np.ndarray) -> np.ndarray:
         """Average ``model``'s gradients over the ranks; the rows every rank looked up."""
@@ -49,16 +67,29 @@ class GradSync:
                 g.copy_(flat[offset:offset + g.numel()].view_as(g))
                 offset += g.numel()
         for param in model.sparse_parameters():
-            if param.grad is not None:
-                param.grad = self._sparse_mean(param.grad, param.shape)
-        union = self._gather(torch.as_tensor(np.asarray(rows, np.int64)))
-        return np.unique(union.numpy())
+            # Every rank gathers for every sparse table, an empty share included.
+            param.grad = self._sparse_mean(param.grad, param)
+        union = self._gather(torch.as_tensor(self._out(np.asarray(rows, np.int64))))
+        return np.unique(self._in(union.numpy()))
 
-    def _sparse_mean(self, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    def _sparse_mean(self, grad: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
+        if grad is None:
+            grad = torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.long),
+                                           torch.zeros((0, *param.shape[1:])),
+                                           param.shape).to(param.device)
         local = grad.coalesce()
-        idx, values = self._gather(local.indices()[0]), self._gather(local.values())
-        total = torch.sparse_coo_tensor(idx.unsqueeze(0), values, shape).coalesce()
+        out = torch.as_tensor(self._out(local.indices()[0].cpu().numpy()))
+        idx = torch.as_tensor(self._in(self._gather(out).numpy()), device=param.device)
+        values = self._gather(local.values())
+        total = torch.sparse_coo_tensor(idx.unsqueeze(0), values, param.shape,
+                                        check_invariants=False).coalesce()
         return total / self.world
+
+    def _out(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.rows is None else self.rows.to_global(rows)
+
+    def _in(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.rows is None else self.rows.to_local(rows)
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every rank's ``x`` (lengths may differ), concatenated in rank order, on x's device."""

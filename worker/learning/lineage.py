@@ -163,6 +163,11 @@ class Lineage:
         self._stamp(rows)
         self.delta_base = None
 
+    def seed_rows(self, rows: np.ndarray, salt: int) -> None:
+        """New rows start from noise keyed by ``salt`` (the same on every trainer rank)."""
+        self.model.reset_rows(rows, salt)
+        self.served.reset_rows(rows, salt)
+
     def promote(self) -> None:
         """The candidate becomes the served model."""
         self.served.load_state_dict(self.model.state_dict())

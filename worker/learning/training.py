@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +39,7 @@ from worker.learning.model import FreshRecModel
 from worker.learning.publishing import Published, publish_version
 from worker.learning.reports import CycleOutcome, CycleReport
 from worker.learning.scoring import predict, scores
+from worker.learning.trainer_state import TrainerState
 
 __all__ = ["CycleReport", "Trainer", "is_holdout"]
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Runs cycles over all lineages; implements :class:`worker.runtime.loop.Trainer`.
 
     Args:
@@ -115,6 +115,7 @@ class Trainer:
         watermark = feed.watermark()  # every partition was read past this event time
         fresh = feed.take_fresh()
         self.table.ensure(s.item_id for s in fresh)
+        self._rows_ready()
         for lin in self.lineages.values():
             lin.grow(len(self.table))
         progressive = {name: self._progressive(lin, fresh) for name, lin in self.lineages.items()}
@@ -173,14 +174,14 @@ class Trainer:
         device (:func:`batch_from_rows`), so the input path keeps up with a GPU.
         """
         training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
-        if not training or not feed.buffered():
-            return {}
         share = self.cfg.holdout_share
         new = [s for s in fresh if not is_holdout(s.request_id, share)]
+        plan = self._plan(len(new), feed.buffered()) if training else []
+        if not plan:
+            return {}
         new_rows = SampleRows.of(new, self.table.index)
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
-        plan = cycle_plan(len(new), self.cfg, self.cycles, feed.buffered())
         totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
         for lo, hi, replay in plan:
             items, hist, labels = feed.replay_rows(replay, recent_share, share)
@@ -188,16 +189,36 @@ class Trainer:
                 items = np.concatenate([new_rows.item[lo:hi], items])
                 labels = np.concatenate([new_rows.label[lo:hi], labels])
                 hist = stack_history(new_rows.hist[lo:hi], hist)
-            if not len(items):
-                break
+            if not len(items) and self.skip_empty:
+                continue
             self.table.sync()
             batch = batch_from_rows(items, hist, labels, self.device)
             looked_up = np.concatenate([items, np.maximum(hist.ravel(), 0)])
             for lin in training:
                 lin.grow(len(self.table))
                 totals[lin.name] += self.step(lin, batch, looked_up)
-        # One device sync per cycle; no loss (not trained) when the plan had no step.
-        return {name: float(t) / len(plan) for name, t in totals.items()} if plan else {}
+        return {name: float(t) / len(plan) for name, t in totals.items()}  # one device sync
+
+    # Hooks where trainer ranks agree (worker.learning.ranked); one process needs none.
+    skip_empty = True  # a step with no rows is skipped (a rank takes it: the others do)
+
+    def _rows_ready(self) -> None:
+        """Every item of the cycle's samples holds a row now."""
+
+    def _plan(self, new: int, buffered: int) -> list[tuple[int, int, int]]:
+        return cycle_plan(new, self.cfg, self.cycles, buffered) if buffered else []
+
+    def _gate_losses(self, lin: Lineage, gate_set: list[Sample]) -> tuple[float, float] | None:
+        """(candidate, served) log-loss on the held-out set; None when it is too small."""
+        if len(gate_set) < 16:
+            return None
+        return (logloss(*reversed(predict(lin.model, gate_set, self.table, self.device))),
+                logloss(*reversed(predict(lin.served, gate_set, self.table, self.device))))
+
+    def _publish(self, lin: Lineage, model: FreshRecModel, times: tuple[int, int]
+                 ) -> Published:
+        return publish_version(self.store, self.table, lin, model, times, self.drift,
+                               self.cfg.publish_max_layers)
 
     def step(self, lin: Lineage, batch: Batch, rows: np.ndarray) -> torch.Tensor:
         """One optimiser step, returning the loss as a device tensor.
@@ -210,12 +231,15 @@ class Trainer:
                             enabled=self.device.type == "cuda"):
             logits = lin.model(batch.items, batch.history, batch.mask, self.table.semantic)
         logits = logits.float()
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        # A sum over at least one: a rank's empty share adds a zero gradient, not a NaN.
+        n = max(len(batch), 1)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="sum") / n
         if lin.kind == "distilled" and lin.teacher in self.lineages:
             teacher = torch.sigmoid(scores(self.lineages[lin.teacher].model, batch,
                                                 self.table.semantic))
             w = self.cfg.distill_weight
-            loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(logits, teacher)
+            loss = (1 - w) * loss + w * F.binary_cross_entropy_with_logits(
+                logits, teacher, reduction="sum") / n
         lin.step(loss, rows, lin.dense_cycle(self.cfg.warmup_cycles,
                                             self.cfg.dense_every_cycles))
         lin.model.eval()
@@ -228,9 +252,10 @@ class Trainer:
         trained = train_loss is not None
         served_loss = cand_loss = float("nan")
         reason: str | None = None
-        if trained and lin.published is not None and len(gate_set) >= 16:
-            cand_loss = logloss(*reversed(predict(lin.model, gate_set, self.table, self.device)))
-            served_loss = logloss(*reversed(predict(lin.served, gate_set, self.table, self.device)))
+        gated = trained and lin.published is not None
+        losses = self._gate_losses(lin, gate_set) if gated else None
+        if losses is not None:
+            cand_loss, served_loss = losses
             if cand_loss > served_loss + self.cfg.gate_tolerance:
                 reason = "gate"
         if not trained and new_items == 0 and lin.published is not None:
@@ -250,8 +275,7 @@ class Trainer:
             # A rejected candidate is not published, but new catalog items still need
             # vectors: the served weights are republished with the new rows.
             model = lin.served if reason == "gate" else lin.model
-            published = publish_version(self.store, self.table, lin, model, times, self.drift,
-                                        self.cfg.publish_max_layers)
+            published = self._publish(lin, model, times)
             reason = reason or published.why_not
         if reason == "gate":
             outcome = CycleOutcome.REJECTED
@@ -272,48 +296,3 @@ class Trainer:
             published_version=published.version, publish_s=published.seconds, duration_s=0.0,
             published_rows=published.rows, published_layers=published.layers,
             rejected_in_a_row=rejected_in_a_row)
-
-    def served_versions(self) -> dict[str, str | None]:
-        """Each arm's current version in the store: after a rollback, not the last publish."""
-        out: dict[str, str | None] = {}
-        for name in self.lineages:
-            info = self.store.current(name)
-            out[name] = info.version if info is not None else None
-        return out
-
-    def marks(self) -> dict[str, int]:
-        """Where the growing state stands: what a later delta checkpoint starts after."""
-        clock, epoch = self.table.marks()
-        return {"clock": clock, "epoch": epoch,
-                **{f"stamp:{name}": lin.stamp for name, lin in self.lineages.items()}}
-
-    def state(self, since: dict[str, int] | None = None
-              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Item table, lineages and bookkeeping: whole, or what changed since ``since``."""
-        marks = None if since is None else (since["clock"], since["epoch"])
-        items, tensors = self.table.state(marks)
-        new = None if since is None else self.table.index.created_since(since["clock"])
-        lineages = {}
-        for name, lin in self.lineages.items():
-            mark = None if since is None else since.get(f"stamp:{name}", -1)
-            lineages[name], lin_tensors = lin.state(mark, new)
-            tensors.update(lin_tensors)
-        return {"items": items, "lineages": lineages, "cycles": self.cycles}, tensors
-
-    def forget(self, rows: np.ndarray) -> None:
-        """Rows of evicted items start over (call while no cycle runs)."""
-        self.table.forget(rows)
-        for lin in self.lineages.values():
-            lin.grow(len(self.table))
-            lin.forget(rows)
-
-    def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state` (a delta: over what it builds on).
-
-        Lineages not in the checkpoint start fresh.
-        """
-        self.table.load(state["items"], tensors)
-        self.cycles = int(state["cycles"])
-        for name, lin in self.lineages.items():
-            if name in state["lineages"]:
-                lin.load(state["lineages"][name], tensors)

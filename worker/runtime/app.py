@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from consumers.handover import JoinHandover
 from consumers.joiner import Joiner
 from consumers.kafka_dlq import KafkaDeadLetterSink
 from consumers.kafka_samples import KafkaSampleSink
-from consumers.kafka_source import KafkaEventSource, ensure_topics
+from consumers.kafka_source import KafkaEventSource, Shard, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
@@ -26,6 +27,7 @@ from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
 from worker.learning.encoder import SemanticCache, TextEncoder, resolve_device
 from worker.learning.items import ItemTable
+from worker.learning.ranked import RankedTrainer, Ranks
 from worker.learning.training import Trainer
 from worker.runtime.loop import Worker
 from worker.runtime.metrics import Metrics
@@ -99,15 +101,23 @@ def _close_pipeline(pipeline: IngestPipeline) -> None:
         dlq.close()
 
 
-def _pipeline(settings: Settings, subscribe: list[str], role: str) -> IngestPipeline:
-    """The consumer-group member and its ingestion state; creates topics if configured."""
+def _pipeline(settings: Settings, subscribe: list[str], role: str,
+              ranks: Ranks | None = None) -> IngestPipeline:
+    """The consumer-group member and its ingestion state; creates topics if configured.
+
+    A trainer rank reads a fixed share of the samples partitions and the whole catalog,
+    committing under a group of its own (``<group>.rank<r>``).
+    """
     k, ing = settings.kafka, settings.ingest
     opts = k.client_options()
     topics = Topics(k.events_topic, k.items_topic, k.dlq_topic, k.samples_topic)
     if k.create_topics:
         ensure_topics(opts, {topics.events: k.partitions, topics.items: 1, topics.dlq: 1,
                              topics.samples: k.partitions})
-    source = KafkaEventSource([getattr(topics, name) for name in subscribe], k.group_id, opts)
+    names = [getattr(topics, name) for name in subscribe]
+    source = (KafkaEventSource(names, k.group_id, opts) if ranks is None else KafkaEventSource(
+        names, f"{k.group_id}.rank{ranks.rank}", opts,
+        Shard(ranks.rank, ranks.world, frozenset([topics.items]))))
     # An ingest-tier process only passes samples on: it keeps no replay buffers.
     recent, reservoir = (1, 1) if role == "ingest" else (ing.recent_capacity,
                                                         ing.reservoir_capacity)
@@ -157,17 +167,23 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None, role: str 
     if role not in ("all", "train"):
         raise ValueError(f"role {role!r}: use all, train (or build_ingest_app)")
     k, ing = settings.kafka, settings.ingest
+    device = resolve_device(settings.model.device)
+    # Several trainer ranks (torchrun's environment): lockstep cycles, rank 0 publishes.
+    ranks = Ranks.from_env(device) if role == "train" else None
     pipeline = _pipeline(settings, ["events", "items"] if role == "all"
-                         else ["samples", "items"], role)
+                         else ["samples", "items"], role, ranks)
     metrics = Metrics()
     metrics.configure_experiment(settings.experiment.name,
                                  [a.name for a in settings.experiment.arms])
-    device = resolve_device(settings.model.device)
     encoder = encoder or TextEncoder(settings.model.encoder_path, device,
                                      settings.model.encoder_batch_size,
                                      settings.model.encoder_max_length)
     ckpt_dir = Path(settings.store.checkpoint_dir)
-    cache = SemanticCache(encoder, ckpt_dir.parent / "semantic-cache")
+    cache_dir = ckpt_dir.parent / "semantic-cache"
+    if ranks is not None:  # a checkpoint chain and a text cache per rank
+        ckpt_dir, cache_dir = (ckpt_dir / f"rank-{ranks.rank}",
+                               cache_dir.with_name(f"semantic-cache-rank-{ranks.rank}"))
+    cache = SemanticCache(encoder, cache_dir)
 
     def encode(texts: Any) -> Any:
         before = cache.misses
@@ -179,19 +195,21 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None, role: str 
     store = vector_store(settings, client)
     drift = DriftMonitor(settings.drift, settings.experiment.control,
                          on_response=metrics.record_drift_response)
-    trainer = Trainer(settings.experiment.arms, settings.training,
-                      ItemTable(encoder.dim, device, pipeline.item_index), encode, store,
-                      dim=settings.model.dim,
-                      device=device, seed=settings.model.seed, drift=drift)
+    make = Trainer if ranks is None else partial(RankedTrainer, ranks=ranks)
+    trainer = make(settings.experiment.arms, settings.training,
+                   ItemTable(encoder.dim, device, pipeline.item_index), encode, store,
+                   dim=settings.model.dim, device=device, seed=settings.model.seed, drift=drift)
     monitor = ExperimentMonitor(settings.experiment, counters(settings, client))
     worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,
                     trainer=trainer, monitor=monitor, drift=drift,
                     checkpoint_interval_s=ing.checkpoint_interval_s,
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
-                    overlap=settings.training.overlap,
+                    # Ranks agree on every cycle and every row: cycles run in the loop
+                    # (each rank asks once per poll) and items are not evicted.
+                    overlap=settings.training.overlap and ranks is None,
                     checkpoint_full_every=settings.store.full_every,
-                    evictor=ItemEvictor(ing.max_items))
+                    evictor=ItemEvictor(ing.max_items) if ranks is None else None)
     return App(settings, metrics, pipeline, trainer, worker, store, drift, monitor)
 
 

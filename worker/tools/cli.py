@@ -41,10 +41,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = build_ingest_app(settings) if args.role == "ingest" else build_app(settings,
                                                                               role=args.role)
     restored = app.worker.restore()
-    print(f"freshrec worker: role={args.role} group={settings.kafka.group_id} "
+    rank = os.environ.get("RANK", "0") if args.role == "train" else "0"
+    print(f"freshrec worker: role={args.role} group={settings.kafka.group_id} rank={rank} "
           f"restored={restored}", flush=True)
-    if settings.metrics.port:
-        app.metrics.serve(settings.metrics.host, settings.metrics.port)
+    if settings.metrics.port:  # trainer ranks on one machine: one port each
+        port = settings.metrics.port + int(os.environ.get("LOCAL_RANK", "0"))
+        app.metrics.serve(settings.metrics.host, port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
