@@ -93,7 +93,7 @@ class GradSync:
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every rank's ``x`` (lengths may differ), concatenated in rank order, on x's device."""
-        wire = x.to(self._wire())
+        wire = x.to(self.wire())
         sizes = [torch.zeros(1, dtype=torch.int64, device=wire.device)
                  for _ in range(self.world)]
         dist.all_gather(sizes, torch.tensor([len(x)], device=wire.device), group=self.group)
@@ -104,7 +104,7 @@ class GradSync:
         dist.all_gather(parts, padded, group=self.group)
         return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]).to(x.device)
 
-    def _wire(self) -> torch.device:
+    def wire(self) -> torch.device:
         """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
         if dist.get_backend(self.group) == "nccl":
             return torch.device("cuda", torch.cuda.current_device())

@@ -38,12 +38,10 @@ import torch.distributed as dist
 from consumers.events import Sample
 from model_store.base import VectorStore, VersionInfo
 from worker.learning.distributed import GradSync
-from worker.learning.evaluation import logloss
 from worker.learning.feed import SampleFeed
 from worker.learning.lineage import Lineage
 from worker.learning.model import FreshRecModel
 from worker.learning.publishing import Published
-from worker.learning.scoring import predict
 from worker.learning.training import Trainer
 
 __all__ = ["FollowerStore", "GlobalRows", "RankedTrainer", "Ranks"]
@@ -111,30 +109,27 @@ class GlobalRows:
     """Item rows every rank agrees on, and this rank's own row for each (see module doc)."""
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.of_id: dict[str, int] = {}
+        self.known: set[str] = set()
         self._global = np.full(0, -1, np.int64)  # local row -> global row
         self._local = np.zeros(0, np.int64)  # global row -> local row
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._local)
 
     def unseen(self, per_rank: list[list[str]]) -> list[str]:
         """Ids new to the numbering, in rank order then each rank's order, once each."""
         out: list[str] = []
-        seen = set(self.of_id)
         for ids in per_rank:
             for item_id in ids:
-                if item_id not in seen:
-                    seen.add(item_id)
+                if item_id not in self.known:
+                    self.known.add(item_id)
                     out.append(item_id)
         return out
 
     def add(self, ids: list[str], local: np.ndarray) -> int:
         """Number ``ids`` (held at ``local`` rows here) next; returns the first global row."""
-        start = len(self.ids)
-        self.ids.extend(ids)
-        self.of_id.update((item_id, start + k) for k, item_id in enumerate(ids))
+        start = len(self)
+        self.known.update(ids)
         self._local = np.concatenate([self._local, local.astype(np.int64)])
         need = int(local.max()) + 1 if len(local) else 0
         if need > len(self._global):
@@ -147,11 +142,9 @@ class GlobalRows:
     def to_global(self, rows: np.ndarray) -> np.ndarray:
         """Global rows of local ones; a local row no rank has agreed on is a bug, so raises."""
         rows = np.asarray(rows, np.int64)
-        if not len(rows):
-            return rows
-        out = self._global[np.minimum(rows, len(self._global) - 1)] if len(self._global) else rows
-        if (rows >= len(self._global)).any() or (out < 0).any():
+        if len(rows) and (rows.max() >= len(self._global) or (self._global[rows] < 0).any()):
             raise RuntimeError("an item row was used before the ranks agreed on it")
+        out: np.ndarray = self._global[rows]
         return out
 
     def to_local(self, rows: np.ndarray) -> np.ndarray:
@@ -208,7 +201,8 @@ class RankedTrainer(Trainer):
         self.rows = GlobalRows()
         self._mark = 0  # local rows created up to here are numbered globally
         self._adopted = False
-        super().__init__(*args, grad_sync=GradSync(rows=self.rows), **kwargs)
+        self._sync = GradSync(rows=self.rows)
+        super().__init__(*args, grad_sync=self._sync, **kwargs)
         if ranks.rank != 0:
             self.store = FollowerStore(self.store)
 
@@ -241,7 +235,7 @@ class RankedTrainer(Trainer):
         """Every replica takes rank 0's parameters (by global row) and cycle counters."""
         order = torch.as_tensor(self.rows.to_local(np.arange(len(self.rows))),
                                 device=self.device)
-        wire = GradSync(rows=self.rows)._wire()  # noqa: SLF001 - the backend's device
+        wire = self._sync.wire()
         for lin in self.lineages.values():
             for model in (lin.model, lin.served):
                 for p in model.dense_parameters():
@@ -266,12 +260,9 @@ class RankedTrainer(Trainer):
         return plan + [(new, new, self.cfg.batch_size)] * (steps - len(plan))
 
     def _gate_losses(self, lin: Lineage, gate_set: list[Sample]) -> tuple[float, float] | None:
-        n, cand, served = len(gate_set), 0.0, 0.0
-        if n:
-            cand = n * logloss(*reversed(predict(lin.model, gate_set, self.table, self.device)))
-            served = n * logloss(*reversed(predict(lin.served, gate_set, self.table,
-                                                   self.device)))
-        total, cand, served = self.ranks.sums([n, cand, served])
+        n = len(gate_set)
+        cand, served = self._held_out_losses(lin, gate_set) if n else (0.0, 0.0)
+        total, cand, served = self.ranks.sums([n, n * cand, n * served])
         return None if total < 16 else (cand / total, served / total)
 
     def _publish(self, lin: Lineage, model: FreshRecModel, times: tuple[int, int]

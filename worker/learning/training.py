@@ -210,10 +210,12 @@ class Trainer(TrainerState):
 
     def _gate_losses(self, lin: Lineage, gate_set: list[Sample]) -> tuple[float, float] | None:
         """(candidate, served) log-loss on the held-out set; None when it is too small."""
-        if len(gate_set) < 16:
-            return None
-        return (logloss(*reversed(predict(lin.model, gate_set, self.table, self.device))),
-                logloss(*reversed(predict(lin.served, gate_set, self.table, self.device))))
+        return self._held_out_losses(lin, gate_set) if len(gate_set) >= 16 else None
+
+    def _held_out_losses(self, lin: Lineage, samples: list[Sample]) -> tuple[float, float]:
+        cand, served = (logloss(*reversed(predict(m, samples, self.table, self.device)))
+                        for m in (lin.model, lin.served))
+        return cand, served
 
     def _publish(self, lin: Lineage, model: FreshRecModel, times: tuple[int, int]
                  ) -> Published:
