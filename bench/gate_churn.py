@@ -1,14 +1,17 @@
 """Gate churn: how often the ``fresh`` candidate is rejected on traffic of many rare items.
 
     python -m bench.gate_churn [--items 100000] [--rate 1000] [--seconds 30]
+                               [--per-cycle-s 1.0] [--text-dim 32]
                                [--set replay_ratio=1.0 ...]
 
 No broker, no Redis, no text encoder: the open-loop traffic of ``bench.freshness`` (3
 impressions a request on items drawn uniformly, clicks at each item's own CTR from
-Beta(0.5, 4)) goes through the real pipeline and trainer in process, one cycle per second
-of traffic, with random 32-d text vectors. Prints each cycle's gate difference (candidate
-minus served log-loss on held-out requests; a rejection is one above
-``gate_tolerance``) and the outcomes. A rejected cycle publishes nothing, so freshness
+Beta(0.5, 4)) goes through the real pipeline and trainer in process, one cycle per
+``--per-cycle-s`` seconds of traffic, with random text vectors (norm ~1, like MiniLM's).
+Prints each cycle's gate difference (candidate minus served log-loss on held-out
+requests; a rejection is one above ``gate_tolerance``), the outcomes, and the mean
+seconds a cycle took after warm-up (every lineage: progressive validation, training,
+gate, publish to an in-memory store). A rejected cycle publishes nothing, so freshness
 waits for the next one that passes: this isolates that tail from everything else.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import time
 from collections import Counter
 
 import msgspec
@@ -62,6 +66,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--per-cycle-s", type=float, default=1.0,
+                    help="seconds of traffic between two cycles")
+    ap.add_argument("--text-dim", type=int, default=32, help="384 = MiniLM's width")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [training] setting, e.g. --set replay_ratio=0.5 (repeatable)")
     args = ap.parse_args()
@@ -71,19 +78,27 @@ def main() -> None:
     pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
     changed = dict(kv.split("=", 1) for kv in args.set)
     cfg = TrainingSettings.model_validate({**changed, "cycle_interval_s": 0})
-    table = ItemTable(32, torch.device("cpu"), pipeline.item_index)
+    dim = args.text_dim
+    table = ItemTable(dim, torch.device("cpu"), pipeline.item_index)
     table.set_semantic([f"item-{k:06d}" for k in range(args.items)],
-                       np.random.default_rng(1).normal(size=(args.items, 32)) / 5.6)
+                       np.random.default_rng(1).normal(size=(args.items, dim)) / dim ** 0.5)
     trainer = Trainer(ExperimentSettings().arms, cfg, table,
-                      lambda texts: np.zeros((len(texts), 32), np.float32),
+                      lambda texts: np.zeros((len(texts), dim), np.float32),
                       MemoryVectorStore(), dim=64, seed=0)
-    per_cycle = len(messages) // args.seconds
+    per_cycle = int(len(messages) / args.seconds * args.per_cycle_s)
     outcomes: Counter[str] = Counter()
     diffs: list[float] = []
+    seconds: list[float] = []
+    fresh: list[int] = []
     clock = itertools.count()
     while source.pos < len(messages):
         pipeline.step(per_cycle)
-        for report in trainer.run_cycle(pipeline, float(next(clock))):
+        start = time.perf_counter()
+        reports = trainer.run_cycle(pipeline, float(next(clock)))
+        if trainer.cycles > cfg.warmup_cycles and source.pos < len(messages):
+            seconds.append(time.perf_counter() - start)  # whole cycles after warm-up
+            fresh.append(reports[0].n_fresh)
+        for report in reports:
             if report.arm != "fresh":
                 continue
             outcomes[report.outcome.value] += 1
@@ -91,8 +106,13 @@ def main() -> None:
                 diffs.append(report.gate_candidate_loss - report.gate_served_loss)
     print("gate (candidate - served log-loss) per cycle:",
           " ".join(f"{d:+.3f}" for d in diffs))
-    print(f"{args.items} items, {args.rate} req/s, {args.seconds} cycles, training "
+    print(f"{args.items} items, {args.rate} req/s, {len(diffs)} gated cycles of "
+          f"{args.per_cycle_s:g} s of traffic, {dim}-d texts, training "
           f"{changed or 'defaults'}: {dict(outcomes)} (tolerance {cfg.gate_tolerance})")
+    if seconds:
+        print(f"cycle after warm-up: mean {np.mean(seconds):.3f} s, median "
+              f"{np.median(seconds):.3f} s over {len(seconds)} cycles "
+              f"of {np.mean(fresh):,.0f} new samples")
 
 
 if __name__ == "__main__":

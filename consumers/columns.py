@@ -173,12 +173,37 @@ class Columns(NamedTuple):
     label: np.ndarray  # int8
     bucket: np.ndarray  # uint16 holdout bucket
 
+    @property
+    def size(self) -> int:
+        """Samples held (``len`` of a NamedTuple counts its fields)."""
+        return len(self.item)
+
     def without_holdout(self, holdout_below: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(items, history, labels), held-out buckets (< ``holdout_below``) dropped."""
         if holdout_below <= 0:
             return self.item, self.hist, self.label
         keep = self.bucket >= holdout_below
         return self.item[keep], self.hist[keep], self.label[keep]
+
+    def take(self, idx: np.ndarray) -> Columns:
+        """The samples at ``idx`` (positions or a boolean mask), copied."""
+        return Columns(self.item[idx], self.hist[idx], self.label[idx], self.bucket[idx])
+
+    def newest_held_out(self, holdout_below: int, want: int) -> Columns:
+        """Up to ``want`` samples of held-out buckets (< ``holdout_below``), newest first.
+
+        The columns must be in arrival order (oldest first), as :meth:`ReplayBuffers
+        .recent_columns` gives them: this is the gate's held-out set, found by a mask over
+        the bucket column instead of hashing request ids sample by sample.
+        """
+        idx = np.flatnonzero(self.bucket[::-1] < holdout_below)[:want]
+        return self.take(self.size - 1 - idx)
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample], index: RowIndex) -> Columns:
+        """Columns of a list of samples, converted id by id (the slow path)."""
+        rows = SampleRows.of(samples, index)
+        return cls(rows.item, rows.hist, rows.label, rows.bucket)
 
 
 class SampleRows:
@@ -216,6 +241,11 @@ class SampleRows:
         if holdout_below > 0:
             slots = slots[self.bucket[slots] >= holdout_below]
         return self.item[slots], self.hist[slots], self.label[slots]
+
+    def columns(self, slots: np.ndarray) -> Columns:
+        """Every column of ``slots``, copied."""
+        return Columns(self.item[slots], self.hist[slots], self.label[slots],
+                       self.bucket[slots])
 
     @classmethod
     def of(cls, samples: Sequence[Sample], index: RowIndex,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from consumers.base import DeadLetterSink, EventSource, Topics
 from consumers.catalog import Catalog
-from consumers.columns import RowIndex
+from consumers.columns import Columns, RowIndex
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
 from consumers.events import (
@@ -269,9 +269,11 @@ class IngestPipeline:
         out, self.fresh = self.fresh, []
         return out
 
-    def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
-        """``n`` samples from the replay buffers (see :meth:`ReplayBuffers.sample`)."""
-        return self.buffers.sample(n, recent_share)
+    def take_fresh_columns(self) -> tuple[list[Sample], Columns]:
+        """:meth:`take_fresh` with the samples' columns, read from the recent ring."""
+        fresh = self.take_fresh()
+        cols = self.buffers.newest_columns(fresh)
+        return fresh, Columns.of(fresh, self.item_index) if cols is None else cols
 
     def replay_rows(self, n: int, recent_share: float | None = None,
                     holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,9 +289,9 @@ class IngestPipeline:
         """Samples held in the replay buffers."""
         return len(self.buffers)
 
-    def recent_newest_first(self) -> Iterator[Sample]:
-        """The recent window, newest first."""
-        return reversed(self.buffers.recent.items)
+    def held_out_columns(self, holdout_below: int, want: int) -> Columns:
+        """The gate's set: the newest held-out samples of the recent window."""
+        return self.buffers.recent_columns().newest_held_out(holdout_below, want)
 
     def changed_items(self) -> int:
         """Catalog items whose text changed and was not taken yet."""

@@ -8,6 +8,7 @@ with probability ``capacity / n``.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -159,9 +160,29 @@ class ReplayBuffers:
         for rows, size in ((self.recent_rows, len(self.recent)),
                            (self.reservoir_rows, len(self.reservoir))):
             slots = draw(size, size=n) if size else np.zeros(0, np.int64)
-            out.append(Columns(rows.item[slots], rows.hist[slots], rows.label[slots],
-                               rows.bucket[slots]))
+            out.append(rows.columns(slots))
         return out[0], out[1]
+
+    def recent_columns(self) -> Columns:
+        """The recent window's columns in arrival order (oldest first), copied."""
+        recent = self.recent
+        n = len(recent)
+        return self.recent_rows.columns((recent.added - n + np.arange(n)) % recent.capacity)
+
+    def newest_columns(self, samples: Sequence[Sample]) -> Columns | None:
+        """The columns of ``samples`` if they are the newest ones added, in order; else None.
+
+        A cycle's fresh samples are exactly that (ingestion adds each to the buffers as it
+        hands it to the trainer), so their integer rows are read from the recent ring instead
+        of converted again; None (convert them) when they are not all still in the window.
+        """
+        recent, n = self.recent, len(samples)
+        if n > len(recent.items):
+            return None
+        newest = itertools.islice(reversed(recent.items), n)
+        if not all(a is b for a, b in zip(newest, reversed(samples), strict=True)):
+            return None
+        return self.recent_rows.columns((recent.added - n + np.arange(n)) % recent.capacity)
 
     def sample(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """Draw ``n`` samples with replacement: ``recent_share`` of them from the recent window.

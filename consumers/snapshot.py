@@ -4,23 +4,20 @@ This is what lets a cycle run on a thread of its own while ingestion goes on. Th
 pipeline keeps changing (new samples, overwritten replay slots, catalog updates), so a
 cycle that ran on it from another thread would read half-written state. Instead the
 ingestion thread hands the cycle a :class:`FeedSnapshot`: the fresh samples (taken, as a
-synchronous cycle would take them), random replay draws copied out of both buffers'
-columns (as many rows as the cycle can use), the recent window as a list, the changed
-catalog texts it will encode, and the watermark. Only the item row index stays shared: it
+synchronous cycle would take them) with their integer columns, random replay draws copied
+out of both buffers' columns (as many rows as the cycle can use), the recent window's
+columns (for the gate's held-out set), the changed catalog texts it will encode, and the
+watermark. Only the item row index stays shared: it
 hands out rows under a lock (and frees rows only between cycles).
 """
 
 from __future__ import annotations
-
-import random
-from collections.abc import Iterator
 
 import numpy as np
 
 from consumers.columns import HOLDOUT_BUCKETS, Columns, RowIndex
 from consumers.events import Sample
 from consumers.pipeline import IngestPipeline
-from consumers.replay import draw_mix
 
 __all__ = ["FeedSnapshot"]
 
@@ -38,8 +35,7 @@ class _Pool:
         size = len(self)
         idx = (self.pos + np.arange(n)) % size  # wraps only if a cycle outruns its budget
         self.pos = (self.pos + n) % size
-        c = self.cols
-        return Columns(c.item[idx], c.hist[idx], c.label[idx], c.bucket[idx])
+        return self.cols.take(idx)
 
 
 class FeedSnapshot:
@@ -48,17 +44,17 @@ class FeedSnapshot:
     Build it on the ingestion thread with :meth:`take`; then only the cycle uses it.
     """
 
-    def __init__(self, fresh: list[Sample], recent: list[Sample], reservoir: list[Sample],
+    def __init__(self, fresh: list[Sample], fresh_cols: Columns | None, recent: Columns,
                  pools: tuple[Columns, Columns], index: RowIndex, recent_share: float,
-                 changed: list[tuple[str, str]], watermark: int, seed: int = 0) -> None:
-        self._fresh = fresh
-        self._recent, self._reservoir = recent, reservoir
+                 buffered: int, changed: list[tuple[str, str]], watermark: int) -> None:
+        self._fresh, self._fresh_cols = fresh, fresh_cols
+        self._recent = recent
         self._pools = (_Pool(pools[0]), _Pool(pools[1]))
         self._index = index
         self.recent_share = recent_share
+        self._buffered = buffered
         self._changed = changed
         self._watermark = watermark
-        self._rng = random.Random(seed)
 
     @classmethod
     def take(cls, pipeline: IngestPipeline, replay_rows: int, encode_limit: int
@@ -66,13 +62,15 @@ class FeedSnapshot:
         """Take the fresh samples and changed texts from ``pipeline``; copy the rest.
 
         ``replay_rows``: rows drawn from each buffer (the most a cycle's batches can use).
+        Everything copied is integer columns (a few MB), so taking one costs the ingestion
+        thread milliseconds.
         """
         buffers = pipeline.buffers
         pools = buffers.draw_columns(max(replay_rows, 1))
-        return cls(pipeline.take_fresh(), list(buffers.recent.items),
-                   list(buffers.reservoir.items), pools, pipeline.item_index,
-                   buffers.recent_share, pipeline.take_changed_texts(encode_limit),
-                   pipeline.watermark(), seed=len(buffers.recent.items))
+        fresh = pipeline.take_fresh()
+        return cls(fresh, buffers.newest_columns(fresh), buffers.recent_columns(), pools,
+                   pipeline.item_index, buffers.recent_share, len(buffers),
+                   pipeline.take_changed_texts(encode_limit), pipeline.watermark())
 
     # ----------------------------------------------------------------- SampleFeed
     def pending(self) -> int:
@@ -81,13 +79,18 @@ class FeedSnapshot:
 
     def take_fresh(self) -> list[Sample]:
         """The fresh samples, once."""
-        out, self._fresh = self._fresh, []
+        out, self._fresh, self._fresh_cols = self._fresh, [], None
         return out
 
-    def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
-        """``n`` samples drawn with replacement from the buffers as they were."""
-        share = self.recent_share if recent_share is None else recent_share
-        return draw_mix(self._recent, self._reservoir, n, share, self._rng)
+    def take_fresh_columns(self) -> tuple[list[Sample], Columns]:
+        """The fresh samples and their columns, once.
+
+        Converted here, on the cycle's thread, only when they were not all in the recent
+        window any more (a backlog larger than it).
+        """
+        cols = self._fresh_cols
+        fresh = self.take_fresh()
+        return fresh, Columns.of(fresh, self._index) if cols is None else cols
 
     def replay_rows(self, n: int, recent_share: float | None = None,
                     holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,6 +107,10 @@ class FeedSnapshot:
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]))
 
+    def held_out_columns(self, holdout_below: int, want: int) -> Columns:
+        """The gate's set, from the recent window as it was."""
+        return self._recent.newest_held_out(holdout_below, want)
+
     @property
     def item_index(self) -> RowIndex:
         """The shared item rows."""
@@ -111,11 +118,7 @@ class FeedSnapshot:
 
     def buffered(self) -> int:
         """Samples that were in the buffers."""
-        return len(self._recent) + len(self._reservoir)
-
-    def recent_newest_first(self) -> Iterator[Sample]:
-        """The recent window as it was, newest first."""
-        return reversed(self._recent)
+        return self._buffered
 
     def changed_items(self) -> int:
         """Changed catalog texts taken with the snapshot and not handed out yet."""

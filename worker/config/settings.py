@@ -129,7 +129,9 @@ class TrainingSettings(_Section):
     # is learnt through the recent replay window, so a cycle never blocks ingestion long.
     max_steps_per_cycle: int = Field(200, ge=0)
     batch_size: int = Field(512, ge=1)
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0)  # the dense parameters' (Adam)
+    # The item rows' (RowAdam: lazy Adam bias-corrected per row, worker.learning.row_adam).
+    sparse_lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     gate_tolerance: float = Field(0.01, ge=0)
     # Rejections in a row after which the candidate restarts from the served model.

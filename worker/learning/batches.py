@@ -9,7 +9,7 @@ the gate set), looping over their string ids in Python.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from consumers.events import Sample
 from worker.config import TrainingSettings
 from worker.learning.items import ItemTable
 
-__all__ = ["Batch", "batch_from_rows", "concat", "cycle_plan", "holdout_set", "is_holdout",
+__all__ = ["Batch", "batch_from_rows", "concat", "cycle_plan", "is_holdout",
            "make_batch", "stack_history"]
 
 
@@ -91,17 +91,6 @@ def make_batch(samples: Sequence[Sample], table: ItemTable, device: torch.device
     cols = SampleRows.of(samples, table.index)
     table.sync()
     return batch_from_rows(cols.item, cols.hist, cols.label, device)
-
-
-def holdout_set(newest_first: Iterable[Sample], share: float, want: int) -> list[Sample]:
-    """Up to ``want`` of the newest samples of held-out requests (the gate's set)."""
-    out: list[Sample] = []
-    for s in newest_first:
-        if is_holdout(s.request_id, share):
-            out.append(s)
-            if len(out) >= want:
-                break
-    return out
 
 
 def cycle_plan(new: int, cfg: TrainingSettings, cycles_done: int = 0,

@@ -7,12 +7,12 @@ test's list of samples alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from consumers.columns import RowIndex
+from consumers.columns import Columns, RowIndex
 from consumers.events import Sample
 
 __all__ = ["DriftObserver", "SampleFeed"]
@@ -21,31 +21,38 @@ __all__ = ["DriftObserver", "SampleFeed"]
 class SampleFeed(Protocol):
     """Labelled samples and catalog changes, as ingestion produced them.
 
-    Contract: :meth:`take_fresh` hands each sample out once, oldest first; samples it has
-    handed out are also in the replay buffers that :meth:`replay` draws from.
+    Contract: :meth:`take_fresh_columns` hands each sample out once, oldest first; samples
+    it has handed out are also in the replay buffers that :meth:`replay_rows` draws from.
+    Everything a cycle computes on is integer columns (:class:`consumers.columns.Columns`):
+    a cycle converts no id strings, which on a GPU machine was the CPU work it waited on.
     """
 
     def pending(self) -> int:
-        """Samples produced since the last :meth:`take_fresh` (cheap; does not consume)."""
+        """Samples produced since the last take (cheap; does not consume)."""
         ...
 
-    def take_fresh(self) -> list[Sample]:
-        """Consume and return the samples produced since the last call, oldest first."""
-        ...
+    def take_fresh_columns(self) -> tuple[list[Sample], Columns]:
+        """Consume the samples produced since the last call, oldest first, with their columns.
 
-    def replay(self, n: int, recent_share: float | None = None) -> list[Sample]:
-        """Draw ``n`` samples from the replay buffers; empty if nothing is buffered.
-
-        ``recent_share`` of them come from the recent window (None: the configured share).
+        The samples are for what needs their fields (arm, event time, ids); the columns,
+        row for row the same samples, for scoring and training.
         """
         ...
 
     def replay_rows(self, n: int, recent_share: float | None = None,
                     holdout_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`replay` as integer columns: the fast path a training batch takes.
+        """``n`` samples drawn from the replay buffers, as integer columns.
 
+        ``recent_share`` of them come from the recent window (None: the configured share).
         Returns (item rows, history rows padded with -1, labels); samples of held-out
-        requests (``holdout_share`` of them) are dropped.
+        requests (``holdout_share`` of them) are dropped. Empty if nothing is buffered.
+        """
+        ...
+
+    def held_out_columns(self, holdout_below: int, want: int) -> Columns:
+        """The gate's set: up to ``want`` of the recent window's newest held-out samples.
+
+        Held out: a request bucket below ``holdout_below``. Newest first.
         """
         ...
 
@@ -56,10 +63,6 @@ class SampleFeed(Protocol):
 
     def buffered(self) -> int:
         """Samples held in the replay buffers."""
-        ...
-
-    def recent_newest_first(self) -> Iterator[Sample]:
-        """The recent window, newest first (for the held-out gate set)."""
         ...
 
     def changed_items(self) -> int:

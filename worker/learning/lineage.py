@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from worker.learning.model import FreshRecModel
+from worker.learning.row_adam import RowAdam
 
 __all__ = ["GradSyncFn", "Lineage"]
 
@@ -26,15 +27,17 @@ class Lineage:
         kind: ``incremental`` (trains every cycle), ``frozen`` (trains only during warm-up),
             or ``distilled`` (a student that also learns from ``teacher``'s predictions).
         model: the candidate; the served copy starts identical.
-        lr: learning rate of both optimisers.
+        lr: learning rate of the dense parameters (Adam).
+        sparse_lr: learning rate of the item rows (SparseAdam); ``lr`` if None.
     """
 
     def __init__(self, name: str, kind: str, model: FreshRecModel, lr: float,
-                 teacher: str | None = None) -> None:
+                 teacher: str | None = None, sparse_lr: float | None = None) -> None:
         self.name, self.kind, self.teacher = name, kind, teacher
         self.model = model
         self.served = copy.deepcopy(model).eval()
         self.lr = lr
+        self.sparse_lr = lr if sparse_lr is None else sparse_lr
         self.seq = 0  # published versions so far
         self.cycles = 0
         self.published: str | None = None
@@ -59,7 +62,7 @@ class Lineage:
 
     def _build_optimisers(self) -> None:
         self.opt_dense = torch.optim.Adam(self.model.dense_parameters(), lr=self.lr)
-        self.opt_sparse = torch.optim.SparseAdam(self.model.sparse_parameters(), lr=self.lr)
+        self.opt_sparse = RowAdam(self.model.sparse_parameters(), lr=self.sparse_lr)
 
     def trains(self, warmup_cycles: int) -> bool:
         """Whether this cycle updates weights (frozen lineages stop after warm-up)."""
@@ -78,9 +81,7 @@ class Lineage:
         return self.cycles < warmup_cycles or self.cycles % every == 0
 
     def grow(self, rows: int) -> None:
-        """Make room for ``rows`` items in both copies, keeping SparseAdam moments."""
-        old_params = self.model.sparse_parameters()
-        old_state = [self.opt_sparse.state.get(p, {}) for p in old_params]
+        """Make room for ``rows`` items in both copies, keeping the rows' moments."""
         if not self.model.grow(rows):
             return
         self.served.grow(rows)
@@ -90,21 +91,16 @@ class Lineage:
         # The new rows' initial values go into the next delta checkpoint (a restore grows
         # in one step, which would draw different noise).
         self._stamp(np.arange(len(self.row_stamp) - grown, len(self.row_stamp)))
-        self.opt_sparse = torch.optim.SparseAdam(self.model.sparse_parameters(), lr=self.lr)
-        for param, state in zip(self.model.sparse_parameters(), old_state, strict=True):
-            if state:
-                self.opt_sparse.state[param] = {
-                    "step": state["step"],
-                    "exp_avg": _pad(state["exp_avg"], param.shape),
-                    "exp_avg_sq": _pad(state["exp_avg_sq"], param.shape),
-                }
+        old, self.opt_sparse = self.opt_sparse, RowAdam(self.model.sparse_parameters(),
+                                                        lr=self.sparse_lr)
+        self.opt_sparse.adopt(old, self.model.sparse_parameters())
         # Adam keys its state by parameter object; dense parameters did not change.
 
     def step(self, loss: torch.Tensor, rows: np.ndarray, dense: bool = True) -> None:
         """One optimiser step on the sparse rows and the dense parameters.
 
         ``rows``: every item row the batch looked up (their sparse rows move, even those
-        with a zero gradient: SparseAdam's momentum). ``dense`` False leaves the
+        with a zero gradient: their momentum). ``dense`` False leaves the
         parameters every row depends on as they are, so only ``rows`` change. With
         :attr:`sync` set (several trainer ranks), the gradients are averaged over the ranks
         first and every rank's rows count as touched.
@@ -154,11 +150,7 @@ class Lineage:
         """
         self.model.reset_rows(rows, self.stamp)
         self.served.reset_rows(rows, self.stamp)
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        for state in self.opt_sparse.state.values():
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    state[key][idx.to(state[key].device)] = 0.0
+        self.opt_sparse.reset_rows(torch.as_tensor(rows, dtype=torch.long))
         self.touched[rows] = False
         self._stamp(rows)
         self.delta_base = None
@@ -240,8 +232,3 @@ class Lineage:
         self.row_stamp[:] = 0
         self.stamp = int(state.get("stamp", 0))
 
-
-def _pad(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    out = torch.zeros(shape, dtype=t.dtype, device=t.device)
-    out[: t.shape[0]] = t
-    return out

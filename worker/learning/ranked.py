@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from consumers.events import Sample
+from consumers.columns import Columns
 from model_store.base import VectorStore, VersionInfo
 from worker.learning.distributed import GradSync
 from worker.learning.feed import SampleFeed
@@ -259,8 +259,8 @@ class RankedTrainer(Trainer):
         steps = self.ranks.max(len(plan))
         return plan + [(new, new, self.cfg.batch_size)] * (steps - len(plan))
 
-    def _gate_losses(self, lin: Lineage, gate_set: list[Sample]) -> tuple[float, float] | None:
-        n = len(gate_set)
+    def _gate_losses(self, lin: Lineage, gate_set: Columns) -> tuple[float, float] | None:
+        n = gate_set.size
         cand, served = self._held_out_losses(lin, gate_set) if n else (0.0, 0.0)
         total, cand, served = self.ranks.sums([n, n * cand, n * served])
         return None if total < 16 else (cand / total, served / total)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
-from consumers.events import Sample
-from worker.learning.batches import Batch, make_batch
+from consumers.columns import Columns
+from worker.learning.batches import Batch, batch_from_rows
 from worker.learning.items import ItemTable
 from worker.learning.model import FreshRecModel
 
@@ -24,12 +22,17 @@ def scores(model: FreshRecModel, batch: Batch, semantic: torch.Tensor) -> torch.
         return logits.float()
 
 
-def predict(model: FreshRecModel, samples: Sequence[Sample], table: ItemTable,
-            device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(click probabilities, labels) of ``samples``, in batches of 4,096."""
-    probs, labels = [], []
-    for start in range(0, len(samples), 4096):
-        batch = make_batch(samples[start:start + 4096], table, device)
+def predict(model: FreshRecModel, cols: Columns, table: ItemTable, device: torch.device
+            ) -> np.ndarray:
+    """Click probabilities of the samples in ``cols``, in batches of 4,096.
+
+    Columns, not samples: the rows were found once, when the samples were buffered, so
+    scoring a cycle's samples twice per lineage costs no string lookups.
+    """
+    table.sync()
+    probs = [np.zeros(0, np.float32)]
+    for start in range(0, cols.size, 4096):
+        part = slice(start, start + 4096)
+        batch = batch_from_rows(cols.item[part], cols.hist[part], cols.label[part], device)
         probs.append(torch.sigmoid(scores(model, batch, table.semantic)).cpu().numpy())
-        labels.append(batch.labels.cpu().numpy())
-    return np.concatenate(probs), np.concatenate(labels)
+    return np.concatenate(probs)

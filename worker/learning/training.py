@@ -19,18 +19,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812 - the usual alias
 
-from consumers.columns import SampleRows
+from consumers.columns import HOLDOUT_BUCKETS, Columns
 from consumers.events import Sample
 from model_store.base import VectorStore
 from worker.config import ArmSettings, TrainingSettings
-from worker.learning.batches import (
-    Batch,
-    batch_from_rows,
-    cycle_plan,
-    holdout_set,
-    is_holdout,
-    stack_history,
-)
+from worker.learning.batches import Batch, batch_from_rows, cycle_plan, is_holdout, stack_history
 from worker.learning.evaluation import auc, logloss
 from worker.learning.feed import DriftObserver, SampleFeed
 from worker.learning.items import ItemTable
@@ -83,7 +76,8 @@ class Trainer(TrainerState):
         self.lineages: dict[str, Lineage] = {}
         for k, arm in enumerate(arms):
             model = FreshRecModel(table.text_dim, arm.dim or dim, seed=seed + k).to(self.device)
-            self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher)
+            self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher,
+                                              sparse_lr=cfg.sparse_lr)
             self.lineages[arm.name].sync = grad_sync
         # Teachers train before their students within a cycle.
         self._order = sorted(self.lineages.values(), key=lambda lin: lin.kind == "distilled")
@@ -113,15 +107,15 @@ class Trainer(TrainerState):
         self.table.attach(feed.item_index)  # the rows the replay columns were written with
         new_items = self._encode_changed(feed)
         watermark = feed.watermark()  # every partition was read past this event time
-        fresh = feed.take_fresh()
+        fresh, cols = feed.take_fresh_columns()
         self.table.ensure(s.item_id for s in fresh)
         self._rows_ready()
         for lin in self.lineages.values():
             lin.grow(len(self.table))
-        progressive = {name: self._progressive(lin, fresh) for name, lin in self.lineages.items()}
-        losses = self._train(fresh, feed)
-        gate_set = holdout_set(feed.recent_newest_first(), self.cfg.holdout_share,
-                               self.cfg.gate_samples)
+        progressive = {name: self._progressive(lin, fresh, cols)
+                       for name, lin in self.lineages.items()}
+        losses = self._train(cols, feed)
+        gate_set = feed.held_out_columns(self._holdout_below, self.cfg.gate_samples)
         max_ts = max((s.ts for s in fresh), default=0)
         reports = []
         for lin in self._order:
@@ -152,10 +146,16 @@ class Trainer(TrainerState):
             self.table.set_semantic(list(ids), self.encode(list(texts)))
         return len(changed)
 
-    def _progressive(self, lin: Lineage, fresh: list[Sample]) -> tuple[float, float]:
+    @property
+    def _holdout_below(self) -> int:
+        """Requests in buckets below this are held out (never trained on)."""
+        return int(self.cfg.holdout_share * HOLDOUT_BUCKETS)
+
+    def _progressive(self, lin: Lineage, fresh: list[Sample], cols: Columns
+                     ) -> tuple[float, float]:
         if not fresh or lin.published is None:
             return float("nan"), float("nan")
-        probs, labels = predict(lin.served, fresh, self.table, self.device)
+        probs, labels = predict(lin.served, cols, self.table, self.device), cols.label
         if self.drift is not None and lin.name == self.drift.reference_arm:
             # Data drift is read off a model that has stopped learning, on the traffic it
             # served itself: then neither our training nor another arm's policy moves it.
@@ -166,7 +166,7 @@ class Trainer(TrainerState):
                 self.drift.observe_predictions(lin.name, probs[own], labels[own], times[own])
         return auc(labels, probs), logloss(labels, probs)
 
-    def _train(self, fresh: list[Sample], feed: SampleFeed) -> dict[str, float]:
+    def _train(self, fresh: Columns, feed: SampleFeed) -> dict[str, float]:
         """Every new sample once, each batch topped up from the replay columns.
 
         The new samples are converted to rows once per cycle; the replay part of every
@@ -175,20 +175,19 @@ class Trainer(TrainerState):
         """
         training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
         share = self.cfg.holdout_share
-        new = [s for s in fresh if not is_holdout(s.request_id, share)]
-        plan = self._plan(len(new), feed.buffered()) if training else []
+        new = fresh.take(fresh.bucket >= self._holdout_below)
+        plan = self._plan(new.size, feed.buffered()) if training else []
         if not plan:
             return {}
-        new_rows = SampleRows.of(new, self.table.index)
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
         recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
         totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
         for lo, hi, replay in plan:
             items, hist, labels = feed.replay_rows(replay, recent_share, share)
             if hi > lo:
-                items = np.concatenate([new_rows.item[lo:hi], items])
-                labels = np.concatenate([new_rows.label[lo:hi], labels])
-                hist = stack_history(new_rows.hist[lo:hi], hist)
+                items = np.concatenate([new.item[lo:hi], items])
+                labels = np.concatenate([new.label[lo:hi], labels])
+                hist = stack_history(new.hist[lo:hi], hist)
             if not len(items) and self.skip_empty:
                 continue
             self.table.sync()
@@ -208,12 +207,12 @@ class Trainer(TrainerState):
     def _plan(self, new: int, buffered: int) -> list[tuple[int, int, int]]:
         return cycle_plan(new, self.cfg, self.cycles, buffered) if buffered else []
 
-    def _gate_losses(self, lin: Lineage, gate_set: list[Sample]) -> tuple[float, float] | None:
+    def _gate_losses(self, lin: Lineage, gate_set: Columns) -> tuple[float, float] | None:
         """(candidate, served) log-loss on the held-out set; None when it is too small."""
-        return self._held_out_losses(lin, gate_set) if len(gate_set) >= 16 else None
+        return self._held_out_losses(lin, gate_set) if gate_set.size >= 16 else None
 
-    def _held_out_losses(self, lin: Lineage, samples: list[Sample]) -> tuple[float, float]:
-        cand, served = (logloss(*reversed(predict(m, samples, self.table, self.device)))
+    def _held_out_losses(self, lin: Lineage, cols: Columns) -> tuple[float, float]:
+        cand, served = (logloss(cols.label, predict(m, cols, self.table, self.device))
                         for m in (lin.model, lin.served))
         return cand, served
 
@@ -247,7 +246,7 @@ class Trainer(TrainerState):
         lin.model.eval()
         return loss.detach()
 
-    def _gate_and_publish(self, lin: Lineage, gate_set: list[Sample], new_items: int,
+    def _gate_and_publish(self, lin: Lineage, gate_set: Columns, new_items: int,
                           times: tuple[int, int], fresh: list[Sample],
                           progressive: tuple[float, float],
                           train_loss: float | None) -> CycleReport:

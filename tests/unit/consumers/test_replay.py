@@ -2,6 +2,7 @@ import math
 
 from scipy import stats
 
+from consumers.columns import HOLDOUT_BUCKETS, Columns, holdout_bucket
 from consumers.events import Sample
 from consumers.replay import ReplayBuffers, Reservoir
 
@@ -97,3 +98,37 @@ def test_delta_states_follow_the_new_samples_and_rebuild_the_same_buffers():
         a.add(s(i))
         b.add(s(i))
     assert a.reservoir.items == b.reservoir.items
+
+
+def test_the_newest_samples_columns_come_from_the_recent_ring_as_converted_ones():
+    buffers = ReplayBuffers(recent_capacity=50, reservoir_capacity=10)
+    samples = [s(i) for i in range(130)]  # the ring wraps more than twice
+    for x in samples:
+        buffers.add(x)
+    fresh = samples[-37:]
+    cols = buffers.newest_columns(fresh)
+    assert cols is not None
+    want = Columns.of(fresh, buffers.index)
+    assert cols.item.tolist() == want.item.tolist()
+    assert cols.label.tolist() == want.label.tolist()
+    assert cols.bucket.tolist() == want.bucket.tolist()
+    assert cols.hist[:, :1].tolist() == want.hist.tolist() and (cols.hist[:, 1:] == -1).all()
+    assert buffers.newest_columns([]) is not None
+    # not the newest, not in order, or no longer all in the window: convert instead
+    assert buffers.newest_columns(samples[-38:-1]) is None
+    assert buffers.newest_columns(fresh[::-1]) is None
+    assert buffers.newest_columns(samples[-51:]) is None
+
+
+def test_the_gate_set_is_the_newest_held_out_samples_of_the_window():
+    buffers = ReplayBuffers(recent_capacity=300, reservoir_capacity=10)
+    samples = [s(i) for i in range(1000)]
+    for x in samples:
+        buffers.add(x)
+    below = HOLDOUT_BUCKETS // 5
+    gate = buffers.recent_columns().newest_held_out(below, 25)
+    held = [x for x in reversed(samples[-300:]) if holdout_bucket(x.request_id) < below][:25]
+    assert gate.size == len(held) == 25
+    assert gate.item.tolist() == [buffers.index.rows[x.item_id] for x in held]
+    everything = buffers.recent_columns().newest_held_out(below, 10_000)
+    assert everything.size == sum(holdout_bucket(x.request_id) < below for x in samples[-300:])

@@ -21,7 +21,7 @@ def test_a_delta_chain_restores_the_same_state_as_the_live_worker(tiny_bert_dir,
     source, pipeline, _, trainer = build(enc, msgs, cfg, arms=ARMS)
     ckpts = CheckpointStore(tmp_path, keep=2)
     worker = Worker(pipeline, ckpts, Metrics(), trainer=trainer, overlap=False,
-                    checkpoint_full_every=50)
+                    checkpoint_full_every=50, checkpoint_interval_s=0.0)
     step = 0
     while source.pos < len(msgs):
         worker.run_once()

@@ -12,6 +12,7 @@ from consumers.snapshot import FeedSnapshot
 from model_store.checkpoints import CheckpointStore
 from tests.helpers import wait_for
 from tests.unit.worker.test_training import build, sim_messages
+from worker.learning.batches import is_holdout
 from worker.learning.encoder import TextEncoder
 from worker.runtime.loop import Worker
 from worker.runtime.metrics import Metrics
@@ -77,8 +78,14 @@ def test_a_snapshot_serves_the_cycle_what_the_pipeline_held_when_it_was_taken(
     assert snap.changed_items() == min(50, changed)
     assert len(snap.take_fresh()) == fresh and snap.take_fresh() == []
     assert snap.buffered() == len(pipeline.buffers)
+    # the gate's set: the newest held-out samples of the window, newest first
     recent = list(pipeline.buffers.recent.items)
-    assert list(snap.recent_newest_first()) == recent[::-1]
+    held = [s for s in reversed(recent) if is_holdout(s.request_id, 0.5)][:40]
+    gate = snap.held_out_columns(HOLDOUT_BUCKETS // 2, 40)
+    assert gate.size == 40
+    assert gate.label.tolist() == [s.label for s in held]
+    index = pipeline.item_index
+    assert gate.item.tolist() == [index.rows[s.item_id] for s in held]
     items, hist, labels = snap.replay_rows(1000, recent_share=1.0, holdout_share=0.5)
     assert 0 < len(items) < 1000 and hist.shape == (len(items), hist.shape[1])
     # only rows of the buffers, none of a held-out bucket
