@@ -36,7 +36,9 @@ def overrides(stack, uid, tmp_path, tiny_bert_dir):
                   "events_topic": f"{uid}.events", "items_topic": f"{uid}.items",
                   "dlq_topic": f"{uid}.dlq", "partitions": 2, "poll_max_records": 300},
         "redis": {"url": stack.redis_url, "prefix": uid},
-        "ingest": {"join_window_s": 5.0, "recent_capacity": 200_000},
+        # A checkpoint every 0.5 s: the kill below lands between checkpoints of a chain.
+        "ingest": {"join_window_s": 5.0, "recent_capacity": 200_000,
+                   "checkpoint_interval_s": 0.5},
         "model": {"encoder_path": tiny_bert_dir, "dim": 16},
         "training": {"cycle_interval_s": 0.5, "steps_per_cycle": 3, "batch_size": 128},
         "store": {"checkpoint_dir": str(tmp_path / "ckpt")},

@@ -169,9 +169,10 @@ class Trainer(TrainerState):
     def _train(self, fresh: Columns, feed: SampleFeed) -> dict[str, float]:
         """Every new sample once, each batch topped up from the replay columns.
 
-        The new samples are converted to rows once per cycle; the replay part of every
-        batch is a vectorised gather from the buffers' integer columns and one copy to the
-        device (:func:`batch_from_rows`), so the input path keeps up with a GPU.
+        The new samples come as columns (their rows were found when they were buffered);
+        the replay part of every batch is a vectorised gather from the buffers' integer
+        columns, and a batch is one copy to the device (:func:`batch_from_rows`), so the
+        input path keeps up with a GPU.
         """
         training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
         share = self.cfg.holdout_share
