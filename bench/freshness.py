@@ -1,7 +1,7 @@
 """Freshness: click produced to Kafka -> a published vector version that learnt from it.
 
     python -m bench.freshness [--items 10000] [--probes 100] [--rate 100] [--open-loop]
-                              [--cycle-interval-s S]
+                              [--cycle-interval-s S] [--split]
 
 Real embedded broker and Redis, the real MiniLM encoder, a 10k-item catalog, simulator
 traffic in the background (``--rate`` requests/s), and the worker in process. The
@@ -13,15 +13,22 @@ reached. Every ``--every-s`` a probe impression + click for a random catalog ite
 produced. A probe is fresh once the ``fresh`` arm's current version in Redis was trained
 with a watermark at or past the probe's event time (every partition had been read past
 it, and the probe's request is never held out, so its sample was in that cycle's
-training). p50/p99 printed.
+training). p50/p99 printed. ``--split`` runs ingestion in a process of its own
+(``freshrec run --role ingest``, joined samples to the samples topic) and the trainer in
+this one (``role="train"``), as the README's ingest tier does: two interpreters, so
+parsing and joining no longer share one GIL with the cycle's Python.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -104,6 +111,16 @@ def phase_summary(before: list[tuple[float, float]], after: list[tuple[float, fl
     return "worker while probed: " + "; ".join(parts)
 
 
+def start_ingest(overrides: dict[str, dict[str, object]], tmp: str) -> subprocess.Popen[bytes]:
+    """``freshrec run --role ingest`` with the bench's settings, in a process of its own."""
+    own = {**overrides, "kafka": {**overrides["kafka"], "group_id": "bench-ingest"},
+           "store": {"checkpoint_dir": f"{tmp}/ingest"}, "metrics": {"port": 0}}
+    sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in own.items() for k, v in d.items()]
+    return subprocess.Popen(  # noqa: S603 - our own CLI, argv built here
+        [sys.executable, "-m", "worker.tools.cli", "run", "--role", "ingest", *sets],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
@@ -112,11 +129,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--cycle-interval-s", type=float, default=None,
                     help="training.cycle_interval_s for this run (default: the setting's)")
+    ap.add_argument("--split", action="store_true",
+                    help="ingestion in a process of its own (--role ingest), training here")
     ap.add_argument("--open-loop", action="store_true",
                     help="traffic from a separate process, without ranking (high rates)")
     args = ap.parse_args()
     with EmbeddedStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(None, {
+        overrides: dict[str, dict[str, object]] = {
             "kafka": {"bootstrap_servers": stack.bootstrap},
             "redis": {"url": stack.redis_url},
             "ingest": {"join_window_s": 5.0},
@@ -124,8 +143,13 @@ def main() -> None:
             "training": {"encode_per_cycle": 5000, **(
                 {} if args.cycle_interval_s is None
                 else {"cycle_interval_s": args.cycle_interval_s})},
-        })
-        app = build_app(settings)
+        }
+        ingest_proc = None
+        if args.split:
+            overrides["kafka"]["group_id"] = "bench-train"
+            ingest_proc = start_ingest(overrides, tmp)
+        settings = load_settings(None, overrides)
+        app = build_app(settings, role="train" if args.split else "all")
         opts = settings.kafka.client_options()
         producer = KafkaEventProducer(opts, linger_ms=0)
         exp = settings.experiment
@@ -216,13 +240,21 @@ def main() -> None:
         lat = np.array(latencies)
         print(f"freshness over {len(lat)} clicks ({args.items}-item catalog, "
               f"{args.rate:.0f} req/s background traffic{reached}, cycle interval "
-              f"{settings.training.cycle_interval_s} s, training on {app.trainer.device}): "
+              f"{settings.training.cycle_interval_s} s, training on {app.trainer.device}"
+              f"{', ingestion in its own process' if args.split else ''}): "
               f"p50 {np.percentile(lat, 50):.2f} s, "
               f"p90 {np.percentile(lat, 90):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
               f"max {lat.max():.2f} s  (target p99 <= 2.4 s)")
         print(phase_summary(phases0, phases1), flush=True)
         app.close()
         producer.close()
+        if ingest_proc is not None:
+            ingest_proc.send_signal(signal.SIGINT)
+            try:
+                ingest_proc.wait(30)
+            except subprocess.TimeoutExpired:
+                ingest_proc.kill()
+                ingest_proc.wait(10)
 
 
 if __name__ == "__main__":
