@@ -114,13 +114,15 @@ class Trainer(TrainerState):
             lin.grow(len(self.table))
         progressive = {name: self._progressive(lin, fresh, cols)
                        for name, lin in self.lineages.items()}
-        losses = self._train(cols, feed)
+        batches = self._batches(cols, feed)
         gate_set = feed.held_out_columns(self._holdout_below, self.cfg.gate_samples)
         max_ts = max((s.ts for s in fresh), default=0)
         reports = []
         for lin in self._order:
+            # Each lineage trains, is gated and publishes before the next one trains
+            # (teachers first), so its version waits for its own steps only.
             report = self._gate_and_publish(lin, gate_set, new_items, (max_ts, watermark), fresh,
-                                            progressive[lin.name], losses.get(lin.name))
+                                            progressive[lin.name], self._train(lin, batches))
             report = replace(report, duration_s=time.perf_counter() - start)
             lin.cycles += 1
             self.last_reports[lin.name] = report
@@ -166,23 +168,23 @@ class Trainer(TrainerState):
                 self.drift.observe_predictions(lin.name, probs[own], labels[own], times[own])
         return auc(labels, probs), logloss(labels, probs)
 
-    def _train(self, fresh: Columns, feed: SampleFeed) -> dict[str, float]:
-        """Every new sample once, each batch topped up from the replay columns.
+    def _batches(self, fresh: Columns, feed: SampleFeed) -> list[tuple[Batch, np.ndarray]]:
+        """The cycle's batches: every new sample once, each topped up from the replay columns.
 
         The new samples come as columns (their rows were found when they were buffered);
         the replay part of every batch is a vectorised gather from the buffers' integer
         columns, and a batch is one copy to the device (:func:`batch_from_rows`), so the
-        input path keeps up with a GPU.
+        input path keeps up with a GPU. Built once, every training lineage steps through
+        the same batches. Each comes with the item rows it looks up.
         """
-        training = [lin for lin in self._order if lin.trains(self.cfg.warmup_cycles)]
+        trains = any(lin.trains(self.cfg.warmup_cycles) for lin in self._order)
         share = self.cfg.holdout_share
         new = fresh.take(fresh.bucket >= self._holdout_below)
-        plan = self._plan(new.size, feed.buffered()) if training else []
-        if not plan:
-            return {}
+        plan = self._plan(new.size, feed.buffered()) if trains else []
         # None: the feed's configured mix, unless a drift alert boosts the recent share.
-        recent_share = self.drift.next_recent_share(None) if self.drift is not None else None
-        totals = {lin.name: torch.zeros((), device=self.device) for lin in training}
+        recent_share = (self.drift.next_recent_share(None)
+                        if self.drift is not None and plan else None)
+        out = []
         for lo, hi, replay in plan:
             items, hist, labels = feed.replay_rows(replay, recent_share, share)
             if hi > lo:
@@ -192,12 +194,19 @@ class Trainer(TrainerState):
             if not len(items) and self.skip_empty:
                 continue
             self.table.sync()
-            batch = batch_from_rows(items, hist, labels, self.device)
-            looked_up = np.concatenate([items, np.maximum(hist.ravel(), 0)])
-            for lin in training:
-                lin.grow(len(self.table))
-                totals[lin.name] += self.step(lin, batch, looked_up)
-        return {name: float(t) / len(plan) for name, t in totals.items()}  # one device sync
+            out.append((batch_from_rows(items, hist, labels, self.device),
+                        np.concatenate([items, np.maximum(hist.ravel(), 0)])))
+        return out
+
+    def _train(self, lin: Lineage, batches: list[tuple[Batch, np.ndarray]]) -> float | None:
+        """One step per batch; the mean training loss (None: the lineage did not train)."""
+        if not batches or not lin.trains(self.cfg.warmup_cycles):
+            return None
+        total = torch.zeros((), device=self.device)
+        for batch, looked_up in batches:
+            lin.grow(len(self.table))
+            total += self.step(lin, batch, looked_up)
+        return float(total) / len(batches)  # one device sync
 
     # Hooks where trainer ranks agree (worker.learning.ranked); one process needs none.
     skip_empty = True  # a step with no rows is skipped (a rank takes it: the others do)
