@@ -42,6 +42,10 @@ class RecentWindow:
         self.added += 1
         return slot
 
+    def newest_slots(self, n: int) -> np.ndarray:
+        """Ring slots of the newest ``n`` samples, oldest first."""
+        return (self.added - n + np.arange(n)) % self.capacity
+
 
 class Reservoir:
     """A uniform random sample of everything ever offered (Algorithm R), seeded."""
@@ -165,9 +169,7 @@ class ReplayBuffers:
 
     def recent_columns(self) -> Columns:
         """The recent window's columns in arrival order (oldest first), copied."""
-        recent = self.recent
-        n = len(recent)
-        return self.recent_rows.columns((recent.added - n + np.arange(n)) % recent.capacity)
+        return self.recent_rows.columns(self.recent.newest_slots(len(self.recent)))
 
     def newest_columns(self, samples: Sequence[Sample]) -> Columns | None:
         """The columns of ``samples`` if they are the newest ones added, in order; else None.
@@ -182,7 +184,7 @@ class ReplayBuffers:
         newest = itertools.islice(reversed(recent.items), n)
         if not all(a is b for a, b in zip(newest, reversed(samples), strict=True)):
             return None
-        return self.recent_rows.columns((recent.added - n + np.arange(n)) % recent.capacity)
+        return self.recent_rows.columns(recent.newest_slots(n))
 
     def sample(self, n: int, recent_share: float | None = None) -> list[Sample]:
         """Draw ``n`` samples with replacement: ``recent_share`` of them from the recent window.
@@ -276,10 +278,9 @@ class ReplayBuffers:
         A recent sample goes to the ring slot it had (sample k in slot k % capacity).
         """
         recent = self.recent
-        first = recent.added - len(recent.items)
-        for k, sample in enumerate(recent.items):
-            self.recent_rows.put((first + k) % recent.capacity, sample, self.index,
-                                 restoring=True)
+        slots = recent.newest_slots(len(recent.items)).tolist()
+        for slot, sample in zip(slots, recent.items, strict=True):
+            self.recent_rows.put(slot, sample, self.index, restoring=True)
         self.reservoir.slot_write[:] = 0  # restored slots are older than any later mark
         for slot, sample in enumerate(self.reservoir.items):
             self.reservoir_rows.put(slot, sample, self.index, restoring=True)

@@ -28,7 +28,7 @@ class Lineage:
             or ``distilled`` (a student that also learns from ``teacher``'s predictions).
         model: the candidate; the served copy starts identical.
         lr: learning rate of the dense parameters (Adam).
-        sparse_lr: learning rate of the item rows (SparseAdam); ``lr`` if None.
+        sparse_lr: learning rate of the item rows (:class:`RowAdam`); ``lr`` if None.
     """
 
     def __init__(self, name: str, kind: str, model: FreshRecModel, lr: float,

@@ -108,7 +108,7 @@ class Trainer(TrainerState):
         new_items = self._encode_changed(feed)
         watermark = feed.watermark()  # every partition was read past this event time
         fresh, cols = feed.take_fresh_columns()
-        self.table.ensure(s.item_id for s in fresh)
+        self.table.sync()  # the columns' ids got rows when they were buffered (or converted)
         self._rows_ready()
         for lin in self.lineages.values():
             lin.grow(len(self.table))
