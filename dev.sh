@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's two commands:  ./dev.sh demo   (set up + run the closed loop)
-#                             ./dev.sh test   (set up + lint + type-check + the whole test suite)
+#                             ./dev.sh test   (set up + lint + type-check + docs + the whole test suite)
 # Set-up is idempotent: a venv in .venv (FRESHREC_VENV overrides), torch pinned to the CPU
 # build first, then freshrec with its extras. Re-runs only when pyproject.toml changed.
 set -euo pipefail
@@ -12,14 +12,15 @@ setup() {
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q torch==2.13.0
-    "$VENV/bin/python" -m pip install -q -e '.[embedded,dev,report,serve]'
+    "$VENV/bin/python" -m pip install -q -e '.[embedded,dev,report,serve,docs]'
     touch "$VENV/.freshrec-installed"
   fi
-  # promtool (Debian's prometheus package) runs the alert-rule unit tests; optional.
+  # promtool and prometheus (Debian's prometheus package): the alert-rule tests and the real
+  # scrapes. Installed when root on Debian; elsewhere those tests skip (an expected skip).
   if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
       && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus \
-      >/dev/null 2>&1) || echo "note: promtool not installed; rule tests will be skipped"
+      >/dev/null 2>&1) || echo "note: prometheus could not be installed: its tests will skip, and fail the run as unexpected skips"
   fi
 }
 
@@ -32,6 +33,10 @@ case "$cmd" in
     setup
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
+    site=$(mktemp -d)
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet -d "$site"
+    rm -rf "$site"
+    "$VENV/bin/python" -m bench.docs --check
     exec "$VENV/bin/python" -m pytest -q -p no:logging "$@"
     ;;
   *) echo "usage: ./dev.sh demo [freshrec demo flags] | ./dev.sh test [pytest flags]" >&2; exit 2 ;;

@@ -2,7 +2,7 @@
 
     python -m bench.encode --device cuda --texts 20000 [--model DIR]
 
-Same model, same texts, same run. ``per-chunk`` is the previous strategy (tokenize each
+Same model, same texts, same run. ``per-chunk`` is the naive strategy (tokenize each
 chunk of 64 texts in arrival order, padded to its longest); ``sorted`` tokenizes every text
 in one call and encodes them shortest first, at batch 64 and at the CUDA default 512. The
 vectors of both strategies are compared (bf16 autocast on CUDA, so not bit-identical).
@@ -10,19 +10,20 @@ vectors of both strategies are compared (bf16 autocast on CUDA, so not bit-ident
 
 from __future__ import annotations
 
-import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from bench.results import emit, parser
 from worker.learning.encoder import TextEncoder
 from worker.tools.simulate import SimConfig, World
 
 
 @torch.inference_mode()
 def per_chunk(enc: TextEncoder, texts: list[str], batch: int) -> np.ndarray:
-    """The previous loop, kept here as the baseline."""
+    """The naive loop (arrival order, padded per chunk): the baseline."""
     out = np.zeros((len(texts), enc.dim), np.float32)
     for start in range(0, len(texts), batch):
         chunk = texts[start:start + batch]
@@ -39,23 +40,25 @@ def per_chunk(enc: TextEncoder, texts: list[str], batch: int) -> np.ndarray:
     return out
 
 
-def timed(fn: object, device: torch.device) -> tuple[float, np.ndarray]:
+def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, np.ndarray]:
     """(seconds, result) of ``fn()``, synchronised on CUDA."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    result = fn()  # type: ignore[operator]
+    result = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.encode", __doc__)
     ap.add_argument("--texts", type=int, default=5000)
     ap.add_argument("--model", default=None, help="model directory (default: bundled MiniLM)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if args.smoke:
+        args.texts = 200
     device = torch.device(args.device)
     world = World(SimConfig(seed=3))
     texts = [world.new_item()[1] for _ in range(args.texts)]
@@ -72,6 +75,11 @@ def main() -> None:
           + ", ".join(f"{k} {v:,.0f}/s" for k, v in figures.items())
           + f"; sorted 512 / per-chunk {figures['sorted 512'] / figures['per-chunk 64']:.1f}x;"
           f" max |diff| {diff:.3g}")
+    emit("bench.encode", args, {
+        "texts": args.texts, "device": str(device),
+        "texts_per_s": {k: round(v, 1) for k, v in figures.items()},
+        "sorted_512_over_per_chunk": round(figures["sorted 512"] / figures["per-chunk 64"], 2),
+        "max_abs_diff": diff})
 
 
 if __name__ == "__main__":

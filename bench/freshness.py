@@ -21,7 +21,6 @@ parsing and joining no longer share one GIL with the cycle's Python.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import multiprocessing
@@ -33,11 +32,13 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import msgspec
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from bench.results import emit, parser, target
 from consumers.kafka_source import KafkaEventProducer
 from worker.config import load_settings
 from worker.learning.training import is_holdout
@@ -48,8 +49,7 @@ from worker.tools.simulate import SimConfig, Simulator
 
 
 def open_loop_traffic(options: dict[str, object], topic: str, items: int, rate: float,
-                      stop: multiprocessing.synchronize.Event, sent: multiprocessing.Value
-                      ) -> None:  # type: ignore[valid-type]
+                      stop: multiprocessing.synchronize.Event, sent: Any) -> None:
     """Requests at ``rate`` per second until ``stop``: 3 impressions of random items.
 
     Each item has its own click-through rate, drawn once from Beta(0.5, 4) (mean 0.11), so
@@ -75,10 +75,10 @@ def open_loop_traffic(options: dict[str, object], topic: str, items: int, rate: 
                     {**base, "event_id": f"ol-{n}-{slot}-c", "type": "click"}))
         n += 1
         if n % 100 == 0:
-            sent.value = n  # type: ignore[attr-defined]
+            sent.value = n
             time.sleep(max(0.0, n / rate - (time.monotonic() - start)))
     producer.flush()
-    sent.value = n  # type: ignore[attr-defined]
+    sent.value = n
 
 
 PHASES = (("cycles", "freshrec_train_cycle_duration_seconds"),
@@ -100,21 +100,31 @@ def phase_totals(registry: CollectorRegistry) -> list[tuple[float, float]]:
             (outcomes[0], outcomes[1])]
 
 
-def phase_summary(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> str:
+def phase_figures(before: list[tuple[float, float]], after: list[tuple[float, float]]
+                  ) -> dict[str, object]:
     """Count and mean seconds of each phase between two :func:`phase_totals`."""
-    parts = []
+    out: dict[str, object] = {}
     for (name, _), (n0, s0), (n1, s1) in zip(PHASES, before, after, strict=False):
-        parts.append(f"{int(n1 - n0)} {name}, mean {(s1 - s0) / max(n1 - n0, 1):.3f} s")
+        out[name] = {"count": int(n1 - n0), "mean_s": round((s1 - s0) / max(n1 - n0, 1), 3)}
     (p0, r0), (p1, r1) = before[-1], after[-1]
-    parts.append(f"'fresh' arm: {int(p1 - p0)} cycles published, {int(r1 - r0)} rejected "
-                 "by the gate")
+    out["fresh_published"], out["fresh_rejected"] = int(p1 - p0), int(r1 - r0)
+    return out
+
+
+def phase_summary(phases: dict[str, object]) -> str:
+    """One line of :func:`phase_figures`."""
+    parts = [f"{v['count']} {k}, mean {v['mean_s']:.3f} s" for k, v in phases.items()
+             if isinstance(v, dict)]
+    parts.append(f"'fresh' arm: {phases['fresh_published']} cycles published, "
+                 f"{phases['fresh_rejected']} rejected by the gate")
     return "worker while probed: " + "; ".join(parts)
 
 
 def start_ingest(overrides: dict[str, dict[str, object]], tmp: str) -> subprocess.Popen[bytes]:
     """``freshrec run --role ingest`` with the bench's settings, in a process of its own."""
-    own = {**overrides, "kafka": {**overrides["kafka"], "group_id": "bench-ingest"},
-           "store": {"checkpoint_dir": f"{tmp}/ingest"}, "metrics": {"port": 0}}
+    own: dict[str, dict[str, object]] = {
+        **overrides, "kafka": {**overrides["kafka"], "group_id": "bench-ingest"},
+        "store": {"checkpoint_dir": f"{tmp}/ingest"}, "metrics": {"port": 0}}
     sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in own.items() for k, v in d.items()]
     return subprocess.Popen(  # noqa: S603 - our own CLI, argv built here
         [sys.executable, "-m", "worker.tools.cli", "run", "--role", "ingest", *sets],
@@ -122,7 +132,7 @@ def start_ingest(overrides: dict[str, dict[str, object]], tmp: str) -> subproces
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("bench.freshness", __doc__)
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--every-s", type=float, default=0.5)
@@ -134,6 +144,9 @@ def main() -> None:
     ap.add_argument("--open-loop", action="store_true",
                     help="traffic from a separate process, without ranking (high rates)")
     args = ap.parse_args()
+    if args.smoke:
+        args.items, args.probes, args.every_s, args.rate = 300, 3, 0.3, 20.0
+        args.cycle_interval_s = args.cycle_interval_s or 1.0
     with EmbeddedStack() as stack, tempfile.TemporaryDirectory() as tmp:
         overrides: dict[str, dict[str, object]] = {
             "kafka": {"bootstrap_servers": stack.bootstrap},
@@ -187,8 +200,9 @@ def main() -> None:
             if info and info.item_count >= args.items and app.pipeline.catalog.changed == 0:
                 break
             time.sleep(0.5)
-        print(f"warm-up: {args.items} items encoded and published in "
-              f"{time.monotonic() - t0:.1f} s", flush=True)
+        warmup_s = time.monotonic() - t0
+        print(f"warm-up: {args.items} items encoded and published in {warmup_s:.1f} s",
+              flush=True)
         if args.open_loop:  # after the warm-up: the encoder has the CPU to itself first
             ol_proc.start()
             time.sleep(10)  # traffic at full rate before the first probe
@@ -213,7 +227,7 @@ def main() -> None:
                 base = {"ts": ts, "user_id": f"probe-user-{k}", "item_id": item,
                         "request_id": req, "arm": "fresh", "position": 0, "propensity": 1.0}
                 for etype in ("impression", "click"):
-                    producer.emit(settings.kafka.events_topic, base["user_id"].encode(),
+                    producer.emit(settings.kafka.events_topic, f"probe-user-{k}".encode(),
                                   enc.encode({**base, "event_id": f"{req}-{etype}",
                                               "type": etype}))
                 producer.flush()
@@ -229,7 +243,7 @@ def main() -> None:
             time.sleep(0.02)
         phases1 = phase_totals(app.metrics.registry)
         stop.set()
-        reached = ""
+        reached, rate = "", None
         if args.open_loop:
             rate = (ol_sent.value - measure_n0) / (time.monotonic() - measure_t0)
             reached = f" (open loop, reached {rate:,.0f} req/s)"
@@ -245,7 +259,17 @@ def main() -> None:
               f"p50 {np.percentile(lat, 50):.2f} s, "
               f"p90 {np.percentile(lat, 90):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
               f"max {lat.max():.2f} s  (target p99 <= 2.4 s)")
-        print(phase_summary(phases0, phases1), flush=True)
+        phases = phase_figures(phases0, phases1)
+        print(phase_summary(phases), flush=True)
+        p99 = round(float(np.percentile(lat, 99)), 3)
+        emit("bench.freshness", args, {
+            "probes": len(lat), "items": args.items, "rate_req_s": args.rate,
+            "reached_req_s": None if rate is None else round(rate, 1),
+            "cycle_interval_s": settings.training.cycle_interval_s,
+            "device": str(app.trainer.device), "warmup_s": round(warmup_s, 1),
+            **{f"p{q}_s": round(float(np.percentile(lat, q)), 3) for q in (50, 90)},
+            "p99_s": p99, "max_s": round(float(lat.max()), 3), "worker": phases},
+            {"p99": target(p99, "<=", 2.4, "s")})
         app.close()
         producer.close()
         if ingest_proc is not None:

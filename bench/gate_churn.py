@@ -18,7 +18,6 @@ waits for the next one that passes: this isolates that tail from everything else
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import random
 import time
@@ -28,6 +27,7 @@ import msgspec
 import numpy as np
 import torch
 
+from bench.results import emit, parser
 from consumers.dlq import MemoryDeadLetters
 from consumers.events import RawMessage
 from consumers.joiner import Joiner
@@ -63,7 +63,7 @@ def open_loop(items: int, rate: int, seconds: int) -> list[RawMessage]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.gate_churn", __doc__)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=30)
@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [training] setting, e.g. --set replay_ratio=0.5 (repeatable)")
     args = ap.parse_args()
+    if args.smoke:
+        args.items, args.rate, args.seconds = 2000, 200, 8
     torch.manual_seed(0)
     messages = open_loop(args.items, args.rate, args.seconds)
     source = ListSource(messages)
@@ -123,6 +125,12 @@ def main() -> None:
               f"{np.median(seconds):.3f} s over {len(seconds)} cycles "
               f"of {np.mean(fresh):,.0f} new samples; the 'fresh' arm's version ready after "
               f"{np.mean(ready):.3f} s mean")
+    emit("bench.gate_churn", args, {
+        "gated_cycles": len(diffs), "outcomes": dict(outcomes),
+        "tolerance": cfg.gate_tolerance, "gate_diffs": [round(d, 4) for d in diffs],
+        "cycle_mean_s": round(float(np.mean(seconds)), 3) if seconds else None,
+        "new_samples_per_cycle": round(float(np.mean(fresh))) if fresh else None,
+        "fresh_ready_mean_s": round(float(np.mean(ready)), 3) if ready else None})
 
 
 if __name__ == "__main__":

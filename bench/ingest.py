@@ -9,7 +9,6 @@ not counted for either. Prints events/s and the ratio (target >= 0.8).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer
 
+from bench.results import emit, parser, target
 from consumers.dlq import MemoryDeadLetters
 from consumers.kafka_source import CONSUMER_DEFAULTS, KafkaEventSource, ensure_topics
 from consumers.pipeline import IngestPipeline, Topics
@@ -72,11 +72,13 @@ def freshrec_rate(opts: dict[str, Any], topics: Topics, n: int, group: str) -> t
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.ingest", __doc__)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.smoke:
+        args.events, args.rounds = 3000, 1
     with EmbeddedStack() as stack:
         opts = {"bootstrap_servers": [stack.bootstrap]}
         topics = Topics("bench.events", "bench.items", "bench.dlq")
@@ -98,6 +100,12 @@ def main() -> None:
               f" | freshrec parse+validate+dedupe+join+buffer {us:,.0f}")
         print(f"ratio freshrec / raw(msgspec) = {us / raw:.2f}  (target >= 0.80)")
         print(f"ratio freshrec / raw(json)   = {us / raw_std:.2f}")
+        emit("bench.ingest", args, {
+            "events": n, "raw_msgspec_events_per_s": round(raw), "raw_json_events_per_s":
+            round(raw_std), "freshrec_events_per_s": round(us),
+            "ratio_over_raw_msgspec": round(us / raw, 3),
+            "ratio_over_raw_json": round(us / raw_std, 3)},
+            {"ratio_over_raw_msgspec": target(round(us / raw, 3), ">=", 0.8)})
 
 
 if __name__ == "__main__":

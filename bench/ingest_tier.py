@@ -15,12 +15,12 @@ cores, shared with the broker).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import tempfile
 import time
 from typing import Any
 
+from bench.results import emit, parser, target
 from consumers.kafka_source import KafkaEventProducer, ensure_topics
 from consumers.log_end import exact_ends
 from worker.config import load_settings
@@ -49,7 +49,7 @@ def member(side: str, k: int, stack: dict[str, str], work: str, ready: Any, go: 
         "store": {"checkpoint_dir": f"{work}/{side}-{k}/ckpt"},
     })
     app = build_ingest_app(settings)
-    source = app.pipeline.source
+    source: Any = app.pipeline.source  # a KafkaEventSource: pausing is its own API
     consumer = source._consumer  # noqa: SLF001 - pausing is not part of EventSource
     while not go.is_set():  # join, then wait in the group with fetching paused
         consumer.pause(*consumer.assignment())
@@ -57,15 +57,15 @@ def member(side: str, k: int, stack: dict[str, str], work: str, ready: Any, go: 
         if source.assignment():
             ready[k] = 1
     consumer.resume(*consumer.assignment())
-    target = dict(ends)
+    until = dict(ends)
     start = time.perf_counter()
     while True:
         app.worker.run_once()
         mine = list(source.assignment())
-        if mine and all(app.pipeline.offsets.get(tp, 0) >= target[tp] for tp in mine):
+        if mine and all(app.pipeline.offsets.get(tp, 0) >= until[tp] for tp in mine):
             break
     app.worker.checkpoint()  # samples flushed, offsets committed
-    out.put((k, time.perf_counter() - start, sum(target[tp] for tp in mine)))
+    out.put((k, time.perf_counter() - start, sum(until[tp] for tp in mine)))
     app.close()
 
 
@@ -83,13 +83,15 @@ def start_side(side: str, n: int, stack: dict[str, str], work: str, ctx: Any, en
 def timed(go: Any, out: Any, n: int) -> float:
     """Seconds from go until the last of ``n`` workers has drained its partitions."""
     go.set()
-    return max(seconds for _, seconds, _ in (out.get(timeout=900) for _ in range(n)))
+    return float(max(seconds for _, seconds, _ in (out.get(timeout=900) for _ in range(n))))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.ingest_tier", __doc__)
     ap.add_argument("--events", type=int, default=200_000)
     args = ap.parse_args()
+    if args.smoke:
+        args.events = 3000
     with EmbeddedStack() as stack, tempfile.TemporaryDirectory() as tmp:
         options: dict[str, Any] = {"bootstrap_servers": [stack.bootstrap]}
         spec = {"tier.events": PARTITIONS, "tier.items": 1}
@@ -135,6 +137,10 @@ def main() -> None:
     print(f"1 ingest process : {events / one:>9,.0f} events/s ({events:,} events, {one:.1f} s)")
     print(f"2 ingest processes: {events / two:>9,.0f} events/s ({two:.1f} s)")
     print(f"ratio 2/1 {one / two:.2f} (target >= 1.5; 2 cores shared with the broker)")
+    emit("bench.ingest_tier", args, {
+        "events": events, "one_process_events_per_s": round(events / one),
+        "two_processes_events_per_s": round(events / two), "ratio_two_over_one":
+        round(one / two, 3)}, {"ratio_two_over_one": target(round(one / two, 3), ">=", 1.5)})
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ capped worker's peak is checked against ``--budget-mb``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.results import emit, parser, target
 from bench.sustained import drain
 from consumers.kafka_source import KafkaEventProducer, ensure_topics
 from consumers.log_end import exact_ends
@@ -85,12 +84,14 @@ def side(name: str, stack: dict[str, str], work: str, ingest: dict[str, Any],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.memory", __doc__)
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--max-items", type=int, default=20_000)
     ap.add_argument("--budget-mb", type=float, default=1536.0)
     ap.add_argument("--timeout-s", type=float, default=1200.0)
     args = ap.parse_args()
+    if args.smoke:
+        args.events, args.max_items, args.timeout_s = 3000, 400, 300.0
     cap = args.max_items
     sides = {
         "uncapped": {"max_items": 0},
@@ -135,7 +136,8 @@ def main() -> None:
     print(f"capped peak {capped['peak_rss_mb']} MB vs budget {args.budget_mb:.0f} MB: {verdict}; "
           f"growth over start-up: capped {capped['peak_rss_mb'] - capped['start_rss_mb']} MB, "
           f"uncapped {uncapped['peak_rss_mb'] - uncapped['start_rss_mb']} MB")
-    print(json.dumps(results))
+    emit("bench.memory", args, {"events": events, "sides": results},
+         {"capped_peak_rss_mb": target(capped["peak_rss_mb"], "<=", args.budget_mb, "MB")})
 
 
 if __name__ == "__main__":

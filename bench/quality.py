@@ -11,11 +11,11 @@ the slates each arm served.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import statistics
 
+from bench.results import emit, parser
 from consumers.dlq import MemoryDeadLetters
 from consumers.events import RawMessage
 from consumers.joiner import Joiner
@@ -31,13 +31,15 @@ from worker.tools.synthetic import ListSource
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("bench.quality", __doc__)
     ap.add_argument("--requests", type=int, default=40_000)
     ap.add_argument("--shift-at", type=int, default=20_000)
     ap.add_argument("--cycle-every", type=int, default=1000)
     ap.add_argument("--warmup-cycles", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    if args.smoke:
+        args.requests, args.shift_at, args.cycle_every, args.warmup_cycles = 1500, 900, 150, 2
     arms = [ArmSettings(name="frozen", lineage="frozen", share=0.5),
             ArmSettings(name="incremental", lineage="incremental", share=0.5)]
     store = MemoryVectorStore()
@@ -48,11 +50,11 @@ def main() -> None:
                       ItemTable(encoder.dim), SemanticCache(encoder).get, store, seed=args.seed)
     clock = itertools.count(1_700_000_000_000, 20)
 
-    def emit(topic: str, key: bytes, value: bytes) -> None:
+    def produce(topic: str, key: bytes, value: bytes) -> None:
         source.messages.append(RawMessage(topic, 0, len(source.messages), key, value))
 
     sim = Simulator(SimConfig(seed=args.seed, shift_at_request=args.shift_at), arms,
-                    RankService(store, arms), emit, clock_ms=lambda: next(clock))
+                    RankService(store, arms), produce, clock_ms=lambda: next(clock))
     sim.publish_catalog()
     curves: dict[str, list[tuple[int, float]]] = {a.name: [] for a in arms}
     phase_ctr: dict[str, dict[str, list[int]]] = {"before": {}, "after": {}}
@@ -74,15 +76,20 @@ def main() -> None:
     for k in range(0, len(curves["incremental"]), max(1, len(curves["incremental"]) // 12)):
         row = [curves[a.name][k][1] if k < len(curves[a.name]) else float("nan") for a in arms]
         print(f"{curves['incremental'][k][0]:>8}  " + "  ".join(f"{v:12.4f}" for v in row))
-    for phase, lo, hi in (("before shift", args.warmup_cycles * args.cycle_every, args.shift_at),
-                          ("after shift", args.shift_at, args.requests + 1)):
+    auc: dict[str, dict[str, float]] = {}
+    for phase, lo, hi in (("before", args.warmup_cycles * args.cycle_every, args.shift_at),
+                          ("after", args.shift_at, args.requests + 1)):
         means = {a.name: statistics.mean(v for n, v in curves[a.name] if lo < n <= hi)
                  for a in arms}
-        print(f"mean progressive AUC {phase}: " +
+        auc[phase] = {k: round(v, 4) for k, v in means.items()}
+        print(f"mean progressive AUC {phase} shift: " +
               ", ".join(f"{k}={v:.4f}" for k, v in means.items()))
+    ctr: dict[str, dict[str, float]] = {}
     for phase, tallies in phase_ctr.items():
+        ctr[phase] = {arm: round(c / i, 4) for arm, (i, c) in sorted(tallies.items())}
         print(f"CTR {phase} shift: " + ", ".join(
             f"{arm}={c / i:.4f} ({c}/{i})" for arm, (i, c) in sorted(tallies.items())))
+    emit("bench.quality", args, {"progressive_auc": auc, "ctr": ctr})
 
 
 if __name__ == "__main__":

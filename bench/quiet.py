@@ -12,7 +12,6 @@ firing at any point, and exits non-zero if a drift alert rose or a Prometheus al
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from bench.results import emit, parser, target
 from worker.tools.embedded import ManagedProcess, free_port
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml"
@@ -61,13 +61,15 @@ def query(port: int, expr: str) -> list[dict[str, object]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.quiet", __doc__)
     ap.add_argument("--duration-s", type=float, default=300.0)
     # A stationary world has a fixed catalog: with arrivals, the frozen control (the drift
     # reference) really does get worse (its CTR fell 0.40 -> 0.33 in 5 min), and the
     # detectors say so. Pass 25 (the demo's default) to see that.
     ap.add_argument("--new-item-every", type=int, default=0)
     args = ap.parse_args()
+    if args.smoke:
+        args.duration_s = 25.0
     work = Path(tempfile.mkdtemp(prefix="freshrec-quiet-"))
     metrics_port = free_port()
     server, port = prometheus(work, metrics_port)
@@ -90,11 +92,14 @@ def main() -> int:
     firing = [a for a in alerts if a.endswith("(firing)")]
     drift = summary["drift_alerts"]["first_alert_s"]
     ok = demo.returncode == 0 and not firing and not drift and bool(scraped)
-    print("quiet: " + json.dumps({
+    figures = {
         "ok": ok, "seconds": args.duration_s, "demo_exit": demo.returncode,
         "cycles": summary["cycles"], "requests": summary["requests"],
         "drift_alerts": drift, "prometheus_alerts": alerts,
-        "prometheus_scraped": bool(scraped), "workdir": str(work)}))
+        "prometheus_scraped": bool(scraped)}
+    print("quiet: " + json.dumps({**figures, "workdir": str(work)}))
+    emit("bench.quiet", args, figures, {"alerts_firing": target(len(firing) + len(drift),
+                                                                "<=", 0)})
     return 0 if ok else 1
 
 

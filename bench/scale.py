@@ -18,7 +18,6 @@ For each catalog size, one run on the embedded Redis and a temporary checkpoint 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import redis
 import torch
 
+from bench.results import emit, parser
 from consumers.catalog import Catalog
 from consumers.events import ItemUpdate
 from model_store.base import VersionInfo
@@ -72,7 +72,7 @@ def publish_figures(client: redis.Redis, items: int, changed: float) -> dict[str
         out[f"{name}_s"] = time.perf_counter() - start
         out[f"{name}_bytes"] = used_memory(client) - before
     # The delta reads whole: its rows where it changed them, the parent's elsewhere.
-    version, got, found = store.lookup("a", ids[:1000])
+    _, _, found = store.lookup("a", ids[:1000])
     assert found.all(), "a lookup of the delta version missed rows"
     return out
 
@@ -82,8 +82,8 @@ def checkpoint_figures(items: int, root: Path) -> dict[str, float]:
     rng = np.random.default_rng(1)
     table = ItemTable(384)
     ids = [f"item-{k}" for k in range(items)]
-    for start in range(0, items, 100_000):
-        chunk = ids[start:start + 100_000]
+    for lo in range(0, items, 100_000):
+        chunk = ids[lo:lo + 100_000]
         table.set_semantic(chunk, rng.normal(size=(len(chunk), 384)).astype(np.float32))
     catalog = Catalog()
     for k, item in enumerate(ids):
@@ -99,7 +99,7 @@ def checkpoint_figures(items: int, root: Path) -> dict[str, float]:
         start = time.perf_counter()
         state, tensors = trainer.state(since and since["trainer"])
         state = {"trainer": state,
-                 "catalog": catalog.state_dict(since and since["catalog"])}
+                 "catalog": catalog.state_dict(since["catalog"] if since else None)}
         path = store.save(state, tensors, parent=parent)
         return path, time.perf_counter() - start, store.last_bytes
 
@@ -136,17 +136,21 @@ def checkpoint_figures(items: int, root: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser("bench.scale", __doc__)
     ap.add_argument("--sizes", default="10000,1000000")
     ap.add_argument("--changed", type=float, default=0.01)
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes = "6000"
     sizes = [int(s) for s in args.sizes.split(",")]
     mb = 1 / 1e6
+    figures: dict[str, dict[str, dict[str, float]]] = {"publish": {}, "checkpoint": {}}
     with EmbeddedStack() as stack:
         client = redis.Redis.from_url(stack.redis_url)
         for items in sizes:
             pub = publish_figures(client, items, args.changed)
             client.flushall()
+            figures["publish"][str(items)] = {k: round(v, 4) for k, v in pub.items()}
             print(f"publish @ {items:,} items: full {pub['full_s']:.2f} s "
                   f"({pub['full_bytes'] * mb:.1f} MB in Redis) | delta of "
                   f"{args.changed:.0%} {pub['delta_s']:.3f} s "
@@ -157,11 +161,13 @@ def main() -> None:
     for items in sizes:
         with tempfile.TemporaryDirectory(prefix="freshrec-scale-") as tmp:
             ck = checkpoint_figures(items, Path(tmp))
+        figures["checkpoint"][str(items)] = {k: round(v, 4) for k, v in ck.items()}
         print(f"checkpoint @ {items:,} items (trainer + catalog): full "
               f"{ck['full_s']:.2f} s / {ck['full_bytes'] * mb:.1f} MB | delta after a cycle "
               f"{ck['delta_s']:.3f} s / {ck['delta_bytes'] * mb:.2f} MB | full after a cycle "
               f"{ck['full2_s']:.2f} s / {ck['full2_bytes'] * mb:.1f} MB | restore of full + "
               f"delta {ck['restore_s']:.2f} s", flush=True)
+    emit("bench.scale", args, figures)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,36 @@
-"""``freshrec serve`` over HTTP on loopback, beside a raw Redis read of the same ids.
+"""``freshrec serve`` over HTTP on loopback, on realistic id traffic, beside raw Redis reads.
 
     python -m bench.serve [--items 100000] [--requests 3000] [--clients 4]
 
-One run, one Redis, one catalog (``--items`` vectors of 65 floats per arm):
+One Redis, one catalog (``--items`` vectors of 65 floats per arm). Every request asks for
+ids drawn afresh: 100 distinct ids per lookup, 10 recent items and 500 distinct
+candidates per rank, from one of two workloads:
 
-* ``raw HMGET``: redis-py reading the 100 ids' vectors straight from the current version's
-  hash (no version pointer, no decoding): the floor an app could reach by itself.
-* ``lookup``: ``GET /v1/arms/fresh/vectors`` with the same 100 ids, through the service
-  (version-consistent read, JSON encoding, HTTP).
-* ``rank``: ``POST /v1/rank`` with 10 recent items and 500 candidates, k = 10, on an arm
-  with the greedy policy and on one with Thompson (Monte-Carlo propensities).
-* ``... no cache``: the same requests to a second service started with
-  ``serve.version_max_age_s=0``, which reads the pointer and every id from Redis on every
-  request (the service's vector cache off): the cost of a cold id or a due pointer.
+* ``zipf``: item popularity Zipf(1.1) over the catalog (ranks shuffled over the ids), as
+  real traffic is skewed; the targets are judged here;
+* ``uniform``: every item equally likely, the worst case for the vector cache.
 
-Latency: one client, keep-alive, sequential requests (p50/p99). Throughput: ``--clients``
-threads, each on its own keep-alive connection, for the same number of requests. Client
-and server share this machine's cores, so throughput here is a floor.
+For each workload, in one run:
+
+* ``raw HMGET``: redis-py reading the same ids straight from the current version's hash
+  (no pointer, no decoding, no HTTP): the floor an app could reach by itself;
+* ``lookup``: ``GET /v1/arms/fresh/vectors`` through a freshly started ``freshrec serve``
+  (its vector cache on, the default), and through one started with ``serve.cache_rows=0``
+  (the cache off: the pointer and every id read from Redis on every request);
+* ``rank greedy`` / ``rank thompson``: ``POST /v1/rank``, k = 10, greedy on ``fresh``,
+  Thompson (Monte-Carlo propensities) on ``control``.
+
+The service's cache hit ratio (ids answered from memory over ids asked for, from its own
+``freshrec_serve_cache_ids_total``) is printed for each workload. Latency: one client,
+keep-alive, sequential requests after a warm-up of the same workload (p50/p99).
+Throughput: ``--clients`` threads on their own connections. Client, services and Redis
+share this machine's cores, so throughput here is a floor.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
+import itertools
 import json
 import sys
 import tempfile
@@ -35,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from bench.results import emit, parser, target
 from model_store.base import VersionInfo
 from model_store.redis_store import RedisVectorStore
 from worker.tools.embedded import ManagedProcess, free_port, redis_binary, redis_ready
@@ -115,21 +124,111 @@ def throughput(make: Callable[[], Callable[[], object]], clients: int, n: int) -
     return per * clients / (time.perf_counter() - start)
 
 
+class Workload:
+    """Per-request id draws from one popularity distribution over the catalog."""
+
+    def __init__(self, ids: list[str], kind: str, seed: int) -> None:
+        self.ids, self.rng = ids, np.random.default_rng(seed)
+        n = len(ids)
+        if kind == "zipf":
+            weights = 1.0 / np.arange(1, n + 1) ** 1.1
+            self.order = self.rng.permutation(n)  # popularity rank -> id, shuffled
+        else:
+            weights, self.order = np.ones(n), np.arange(n)
+        self.cdf = np.cumsum(weights / weights.sum())
+
+    def draw(self, k: int) -> list[str]:
+        """``k`` distinct ids, each drawn by popularity."""
+        got: dict[int, None] = {}
+        while len(got) < k:
+            ranks = np.searchsorted(self.cdf, self.rng.random(2 * k), side="right")
+            for r in np.minimum(ranks, len(self.cdf) - 1):
+                got.setdefault(int(self.order[r]))
+                if len(got) == k:
+                    break
+        return [self.ids[i] for i in got]
+
+
+def cycling(port: int, method: str, requests: list[tuple[str, bytes | None]]
+            ) -> Callable[[], Callable[[], object]]:
+    """A maker of calls that each send the next request of ``requests`` (wrapping around)."""
+    def make() -> Callable[[], object]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"content-type": "application/json"} if method == "POST" else {}
+        it = itertools.cycle(requests)
+
+        def call() -> object:
+            path, body = next(it)
+            conn.request(method, path, body, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{method} {path[:60]}: {resp.status} {data[:200]!r}")
+            return data
+        return call
+    return make
+
+
+def raw_cycling(url: str, key: str, lookups: list[list[str]]) -> Callable[[], Callable[[], object]]:
+    """Raw ``HMGET`` of each lookup's ids in turn."""
+    def make() -> Callable[[], object]:
+        client, it = redis.Redis.from_url(url), itertools.cycle(lookups)
+        return lambda: client.hmget(key, next(it))
+    return make
+
+
+def cache_counts(port: int) -> tuple[float, float]:
+    """(ids hit, ids read) from the service's own metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    got = {"hit": 0.0, "read": 0.0}
+    for line in text.splitlines():
+        if line.startswith("freshrec_serve_cache_ids_total{"):
+            got[line.split('result="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return got["hit"], got["read"]
+
+
+def start_serve(url: str, work: Path, name: str, arms: str, *extra: str) -> tuple[
+        ManagedProcess, int]:
+    """A ``freshrec serve`` on a free port, ready."""
+    port = free_port()
+    argv = [sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url", url, "--port",
+            str(port), "--set", f"experiment.arms={arms}"]
+    for setting in extra:
+        argv += ["--set", setting]
+    proc = ManagedProcess(name, argv, port, work / f"{name}.log")
+    proc.start(90, ready(port))
+    return proc, port
+
+
+def measure(name: str, make: Callable[[], Callable[[], object]], n: int, clients: int
+            ) -> dict[str, float]:
+    """Latency (one client) and throughput (``clients``) of one case; printed."""
+    lat = percentiles(timed(make(), n))
+    rps = throughput(make, clients, n)
+    print(f"  {name:30s} p50 {lat['p50_ms']:7.3f} ms  p99 {lat['p99_ms']:7.3f} ms  "
+          f"{rps:8.0f} req/s ({clients} clients)", flush=True)
+    return {**lat, "rps": round(rps)}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.serve", __doc__)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
+    if args.smoke:
+        args.items, args.requests, args.clients = 3000, 60, 2
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    rport, sport = free_port(), free_port()
+    rport = free_port()
     server = ManagedProcess("redis", [redis_binary(), "--port", str(rport), "--bind",
                                       "127.0.0.1", "--save", "", "--dir", str(work)],
                             rport, work / "redis.log", redis_ready)
     server.start()
     url = f"redis://127.0.0.1:{rport}/0"
-    client = redis.Redis.from_url(url)
-    store = RedisVectorStore(client)
+    store = RedisVectorStore(redis.Redis.from_url(url))
     ids = [f"item-{i:07d}" for i in range(args.items)]
     rng = np.random.default_rng(0)
     for arm in ("control", "fresh"):
@@ -140,58 +239,71 @@ def main() -> None:
             user_prior=np.zeros(DIM, "<f4").tobytes()))
     arms = json.dumps([{"name": "control", "lineage": "frozen", "share": 0.5,
                         "policy": "thompson"}, {"name": "fresh", "share": 0.5}])
-    serve = ManagedProcess("serve", [sys.executable, "-m", "worker.tools.cli", "serve",
-                                     "--redis-url", url, "--port", str(sport),
-                                     "--set", f"experiment.arms={arms}"],
-                           sport, work / "serve.log")
-    serve.start(90, ready(sport))
-    nport = free_port()
-    uncached = ManagedProcess("serve-nocache", [
-        sys.executable, "-m", "worker.tools.cli", "serve", "--redis-url", url, "--port",
-        str(nport), "--set", f"experiment.arms={arms}", "--set", "serve.version_max_age_s=0"],
-        nport, work / "serve-nocache.log")
-    uncached.start(90, ready(nport))
+    vec_key = store.base("fresh") + "vec:fresh-00000001"
+    n = args.requests
+    results: dict[str, dict[str, object]] = {}
+    uncached, nport = start_serve(url, work, "serve-nocache", arms, "serve.cache_rows=0")
     try:
-        pick = [ids[i] for i in rng.choice(len(ids), 610, replace=False)]
-        lookup_ids = pick[:100]
-        query = urllib.parse.urlencode([("ids", i) for i in lookup_ids])
-        vec_key = store.base("fresh") + "vec:fresh-00000001"
-        rank_body = {"user_id": "user-1", "recent_items": pick[100:110],
-                     "candidates": pick[110:610], "k": 10}
-        cases: dict[str, Callable[[], Callable[[], object]]] = {
-            "raw HMGET (100 ids)": lambda: raw_hmget(url, vec_key, lookup_ids),
-            "lookup (100 ids)": lambda: http_call(sport, "GET",
-                                                  f"/v1/arms/fresh/vectors?{query}", None),
-            "rank greedy (500 cand.)": lambda: http_call(
-                sport, "POST", "/v1/rank", json.dumps({**rank_body, "arm": "fresh"}).encode()),
-            "rank thompson (500 cand.)": lambda: http_call(
-                sport, "POST", "/v1/rank",
-                json.dumps({**rank_body, "arm": "control"}).encode()),
-            "lookup (100 ids) no cache": lambda: http_call(
-                nport, "GET", f"/v1/arms/fresh/vectors?{query}", None),
-            "rank greedy (500) no cache": lambda: http_call(
-                nport, "POST", "/v1/rank", json.dumps({**rank_body, "arm": "fresh"}).encode()),
-        }
-        results = {}
-        for name, make in cases.items():
-            lat = percentiles(timed(make(), args.requests))
-            rps = throughput(make, args.clients, args.requests)
-            results[name] = {**lat, "rps": round(rps)}
-            print(f"{name:28s} p50 {lat['p50_ms']:7.3f} ms  p99 {lat['p99_ms']:7.3f} ms  "
-                  f"{rps:8.0f} req/s ({args.clients} clients)", flush=True)
-        raw = results["raw HMGET (100 ids)"]
-        look = results["lookup (100 ids)"]
-        print(json.dumps({
-            "items": args.items, "requests": args.requests, "clients": args.clients,
-            "results": results,
-            "lookup_p99_over_raw_p99": round(look["p99_ms"] / raw["p99_ms"], 2),
-            "targets": {"lookup_p99_le_2ms": look["p99_ms"] <= 2.0,
-                        "rank_p99_le_5ms": results["rank greedy (500 cand.)"]["p99_ms"] <= 5.0},
-        }, indent=2))
+        for seed, kind in enumerate(("zipf", "uniform")):
+            draw = Workload(ids, kind, seed + 1)
+            # Warm-up requests come from the same workload, then the timed ones.
+            lookups = [draw.draw(100) for _ in range(n + min(200, n))]
+            paths: list[tuple[str, bytes | None]] = [
+                ("/v1/arms/fresh/vectors?" + urllib.parse.urlencode([("ids", i) for i in q]), None)
+                for q in lookups]
+            bodies: list[dict[str, object]] = []
+            for _ in range(n + min(200, n)):
+                picked = draw.draw(510)
+                bodies.append({"user_id": f"user-{len(bodies)}", "recent_items": picked[:10],
+                               "candidates": picked[10:], "k": 10})
+
+            def ranks(arm: str, bodies: list[dict[str, object]] = bodies
+                      ) -> list[tuple[str, bytes | None]]:
+                return [("/v1/rank", json.dumps({**b, "arm": arm}).encode()) for b in bodies]
+
+            cached, sport = start_serve(url, work, f"serve-{kind}", arms)
+            try:
+                print(f"{kind} ({args.items:,} items):", flush=True)
+                res: dict[str, object] = {
+                    "raw HMGET (100 ids)": measure("raw HMGET (100 ids)",
+                                                   raw_cycling(url, vec_key, lookups), n,
+                                                   args.clients)}
+                hit0, read0 = cache_counts(sport)
+                res["lookup (100 ids)"] = measure("lookup (100 ids)",
+                                                  cycling(sport, "GET", paths), n, args.clients)
+                res["rank greedy (500)"] = measure("rank greedy (500)", cycling(
+                    sport, "POST", ranks("fresh")), n, args.clients)
+                hit1, read1 = cache_counts(sport)
+                res["rank thompson (500)"] = measure("rank thompson (500)", cycling(
+                    sport, "POST", ranks("control")), n, args.clients)
+                res["lookup (100 ids) no cache"] = measure(
+                    "lookup (100 ids) no cache", cycling(nport, "GET", paths), n, args.clients)
+                res["rank greedy (500) no cache"] = measure(
+                    "rank greedy (500) no cache", cycling(nport, "POST", ranks("fresh")), n,
+                    args.clients)
+                hits = (hit1 - hit0) / max(hit1 - hit0 + read1 - read0, 1)
+                res["cache_hit_ratio"] = round(hits, 4)
+                print(f"  cache hit ratio (ids answered from memory, lookup + greedy rank): "
+                      f"{hits:.3f}", flush=True)
+                results[kind] = res
+            finally:
+                cached.stop()
     finally:
-        serve.stop()
         uncached.stop()
         server.stop()
+    zipf = results["zipf"]
+    look = zipf["lookup (100 ids)"]
+    rank = zipf["rank greedy (500)"]
+    raw = zipf["raw HMGET (100 ids)"]
+    assert isinstance(look, dict) and isinstance(rank, dict) and isinstance(raw, dict)
+    print(f"zipf: lookup p99 {look['p99_ms']:.2f} ms (target <= 2), rank p99 "
+          f"{rank['p99_ms']:.2f} ms (target <= 5), lookup p99 / raw HMGET p99 "
+          f"{look['p99_ms'] / raw['p99_ms']:.2f}")
+    emit("bench.serve", args, {"workloads": results,
+                               "zipf_lookup_p99_over_raw_p99":
+                               round(look["p99_ms"] / raw["p99_ms"], 2)},
+         {"zipf lookup p99": target(look["p99_ms"], "<=", 2.0, "ms"),
+          "zipf rank p99": target(rank["p99_ms"], "<=", 5.0, "ms")})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench.results import emit, parser, target
 from consumers.dlq import source_of
 from consumers.joiner import Joiner
 from consumers.kafka_source import ensure_topics
@@ -251,7 +252,7 @@ def check_labels(events: list[dict[str, Any]], ckpt_dir: Path) -> dict[str, int]
 
 
 def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.soak", __doc__)
     ap.add_argument("--events", type=int, default=50_000, help="good events (about)")
     ap.add_argument("--hostile", type=int, default=20_000)
     ap.add_argument("--kills", type=int, default=5)
@@ -262,8 +263,13 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--drain-timeout-s", type=float, default=600.0)
     args = ap.parse_args()
+    if args.smoke:  # the test suite's scale (tests/integration/test_soak.py)
+        args.events, args.hostile, args.kills, args.redis_outage_s = 1500, 300, 1, 3.0
+        args.rate, args.drain_timeout_s = 600.0, 300.0
     result = soak(args)
     print("soak: " + json.dumps(result))
+    figures = {k: v for k, v in result.items() if k != "workdir"}
+    emit("bench.soak", args, figures, {"ok": target(int(bool(result["ok"])), ">=", 1)})
     if not result["ok"]:
         print(f"soak: FAILED (worker log: {result['workdir']}/worker.log)", file=sys.stderr)
     return 0 if result["ok"] else 1

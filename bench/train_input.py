@@ -15,7 +15,6 @@ Real model sizes: 384-d text vectors, 64-d item vectors, histories of 10.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bench.results import emit, parser
 from consumers.events import Sample
 from consumers.replay import ReplayBuffers
 from worker.config import ArmSettings, TrainingSettings
@@ -62,13 +62,15 @@ def rate(steps: int, batch: int, device: torch.device, fn: Callable[[], object])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("bench.train_input", __doc__)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--samples", type=int, default=200_000, help="held in the buffers")
     ap.add_argument("--batch", type=int, nargs="+", default=[512, 16_384])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if args.smoke:
+        args.items, args.samples, args.batch, args.steps = 2000, 4000, [256], 3
     device = torch.device(args.device)
     start = time.perf_counter()
     table, buffers = setup(args.items, args.samples, device)
@@ -76,14 +78,20 @@ def main() -> None:
           f"{time.perf_counter() - start:.1f} s; device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
              f" ({torch.get_num_threads()} threads)"))
+    per_batch: dict[str, dict[str, float]] = {}
     for batch in args.batch:
         steps = max(3, args.steps if batch <= 4096 else args.steps // 2)
         figures = measure(table, buffers, batch, steps, device)
+        per_batch[str(batch)] = {k.replace(" ", "_") + "_per_s": round(v)
+                                 for k, v in figures.items()}
         line = ", ".join(f"{k} {v:,.0f}/s" for k, v in figures.items())
         print(f"batch {batch:>6}: {line}; end to end columns/objects "
               f"{figures['train columns'] / figures['train objects']:.1f}x, "
               f"columns/step-only {figures['train columns'] / figures['step only']:.2f}",
               flush=True)
+    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    emit("bench.train_input", args, {"device": str(device), "gpu": gpu_name,
+                                     "samples_per_s_by_batch": per_batch})
 
 
 def measure(table: ItemTable, buffers: ReplayBuffers, batch: int, steps: int,
@@ -96,19 +104,25 @@ def measure(table: ItemTable, buffers: ReplayBuffers, batch: int, steps: int,
     lin.grow(len(table))
     step = trainer.step  # the cycle's own training step
 
-    def objects() -> Batch:
-        return make_batch(buffers.sample(batch), table, device)
+    def objects() -> tuple[Batch, np.ndarray]:
+        samples = buffers.sample(batch)
+        rows = np.asarray(table.lookup([s.item_id for s in samples]
+                                        + [h for s in samples for h in s.history]))
+        return make_batch(samples, table, device), rows
 
-    def columns() -> Batch:
-        return batch_from_rows(*buffers.sample_rows(batch), device)
+    def columns() -> tuple[Batch, np.ndarray]:
+        items, hist, labels = buffers.sample_rows(batch)
+        # The rows a batch looks up, as the trainer's cycle hands them to the step.
+        return (batch_from_rows(items, hist, labels, device),
+                np.concatenate([items, np.maximum(hist.ravel(), 0)]))
 
     fixed = columns()
     return {
         "input objects": rate(steps, batch, device, objects),
         "input columns": rate(steps, batch, device, columns),
-        "train objects": rate(steps, batch, device, lambda: step(lin, objects())),
-        "train columns": rate(steps, batch, device, lambda: step(lin, columns())),
-        "step only": rate(steps, batch, device, lambda: step(lin, fixed)),
+        "train objects": rate(steps, batch, device, lambda: step(lin, *objects())),
+        "train columns": rate(steps, batch, device, lambda: step(lin, *columns())),
+        "step only": rate(steps, batch, device, lambda: step(lin, *fixed)),
     }
 
 

@@ -10,7 +10,6 @@ the same item vectors as plain keys, on the same embedded Redis, same run.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import redis
 import torch
 
+from bench.results import emit, parser, target
 from consumers.columns import SampleRows
 from consumers.events import Sample
 from consumers.replay import ReplayBuffers
@@ -84,13 +84,15 @@ def publish_vs_mset(client: redis.Redis, items: int, rounds: int) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("bench.train_publish", __doc__)
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if args.smoke:
+        args.items, args.steps, args.rounds = 500, 3, 1
     device = torch.device(args.device)
     rate = train_rate(args.items, args.steps, args.batch, device)
     print(f"training: {rate:,.0f} samples/s on {device} "
@@ -101,6 +103,11 @@ def main() -> None:
     print(f"publish: {ours:,.0f} vectors/s (versioned HSET + atomic flip) vs raw MSET "
           f"{raw:,.0f} vectors/s; ratio {ours / raw:.2f} (target >= 0.70); "
           f"{args.items} items x {64 + 1} float32")
+    emit("bench.train_publish", args, {
+        "device": str(device), "threads": torch.get_num_threads(),
+        "train_samples_per_s": round(rate), "publish_vectors_per_s": round(ours),
+        "raw_mset_vectors_per_s": round(raw), "publish_over_mset": round(ours / raw, 3)},
+        {"publish_over_mset": target(round(ours / raw, 3), ">=", 0.7)})
 
 
 if __name__ == "__main__":

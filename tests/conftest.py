@@ -86,3 +86,54 @@ def real_encoder():
     from worker.learning.encoder import TextEncoder
 
     return TextEncoder()
+
+
+# --- Skips: listed with their reasons at the end, and a skip nobody expects fails the run.
+# The README's "Tests" section lists the expected ones; keep the two in step.
+
+def expected_skip_reasons() -> set[str]:
+    """Skip reasons that are normal on this machine."""
+    import shutil
+
+    reasons = {"no CUDA device"}
+    can_install = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")
+    if not can_install:  # the set-up installs Prometheus only as root on Debian
+        reasons |= {"promtool not installed", "prometheus not installed"}
+    return reasons
+
+
+_SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        _SKIPS.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly:
+        return
+    expected = expected_skip_reasons()
+    unexpected = [(node, why) for node, why in _SKIPS if why not in expected]
+    if unexpected and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config.stash[_SKIP_KEY] = unexpected
+
+
+_SKIP_KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    if not _SKIPS:
+        terminalreporter.write_line("skipped: none")
+        return
+    counts: dict[str, int] = {}
+    for _, why in _SKIPS:
+        counts[why] = counts.get(why, 0) + 1
+    terminalreporter.write_line(f"skipped: {len(_SKIPS)} test(s)")
+    for why, n in sorted(counts.items()):
+        terminalreporter.write_line(f"  {n} x {why}")
+    for node, why in config.stash.get(_SKIP_KEY, []):
+        terminalreporter.write_line(f"UNEXPECTED SKIP (not listed in the README): {node}: {why}",
+                                    red=True)

@@ -20,7 +20,7 @@ from worker.tools.embedded import ManagedProcess, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool not installed (Debian package prometheus)")
+                                    reason="promtool not installed")
 
 
 @needs_promtool

@@ -1,24 +1,31 @@
-"""The fault-injection soak (bench/soak.py) at CI scale.
+"""The fault-injection soak (bench/soak.py) at CI scale: ``python -m bench.soak --smoke``.
 
 A real worker under a kill -9, hostile messages, a Redis outage and a broker restart,
-checked against ground truth.
+checked against ground truth. This is also the soak bench's smoke run.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from bench.soak import soak
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_soak_at_ci_scale_loses_and_duplicates_nothing() -> None:
-    result = soak(argparse.Namespace(
-        events=1500, hostile=300, kills=1, redis_outage_s=3.0, no_broker_restart=False,
-        rate=600.0, seed=7, drain_timeout_s=300.0))
+@pytest.mark.timeout(600)
+def test_soak_at_ci_scale_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.soak", "--smoke", "--seed", "7",
+                           "--json-out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=560, check=False)
+    assert out.exists(), f"no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())["figures"]
     assert result["broker_restarts"] == 1
     assert result["counter_mismatches"] == {}
     assert result["dlq_duplicates"] == 0 and result["dlq_reasons_match"]
@@ -26,3 +33,4 @@ def test_soak_at_ci_scale_loses_and_duplicates_nothing() -> None:
     assert result["labels"]["negatives"] > 0
     assert result["unexpected_exits"] == 0 and result["final_exit_code"] == 0
     assert result["ok"], result
+    assert proc.returncode == 0, proc.stderr[-3000:]

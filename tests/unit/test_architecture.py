@@ -1,4 +1,4 @@
-"""The package layout issue 7 asked for, checked on every run: one-way imports, small modules."""
+"""The package layout, checked on every run: one-way imports, small modules."""
 
 from __future__ import annotations
 

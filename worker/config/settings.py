@@ -239,7 +239,9 @@ class ServeSettings(_Section):
     # Vectors read once are served from memory while the version stays current; the
     # pointer is re-read when older than this, so a flip is seen within it (0: every time).
     version_max_age_s: float = Field(0.1, ge=0, le=60)
-    cache_rows: int = Field(500_000, ge=1)  # cached vectors per arm before they are dropped
+    # Cached vectors per arm before they are dropped; 0 turns the cache off (every id of
+    # every request read from Redis with the pointer).
+    cache_rows: int = Field(500_000, ge=0)
     seed: int = 0
 
 

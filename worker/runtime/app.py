@@ -217,13 +217,15 @@ def build_serve(settings: Settings) -> Any:
     """The ``freshrec serve`` ASGI app on the configured Redis (see :mod:`worker.serving.http`)."""
     from worker.serving.cache import CachedVectors  # noqa: PLC0415
     from worker.serving.http import create_app  # noqa: PLC0415 - FastAPI only when serving
+    from worker.serving.metrics import ServeMetrics  # noqa: PLC0415
     from worker.serving.service import RankService  # noqa: PLC0415
 
     cfg = settings.serve
     client = redis_client(settings, cfg.redis_timeout_s)
-    vectors = CachedVectors(vector_store(settings, client), cfg.version_max_age_s,
-                            cfg.cache_rows)
-    service = RankService(vectors, settings.experiment.arms,
+    store = vector_store(settings, client)
+    vectors = (CachedVectors(store, cfg.version_max_age_s, cfg.cache_rows)
+               if cfg.cache_rows else None)
+    service = RankService(vectors or store, settings.experiment.arms,
                           settings.experiment.salt, counters(settings, client), cfg.seed,
                           cfg.propensity_draws)
 
@@ -233,4 +235,7 @@ def build_serve(settings: Settings) -> Any:
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
 
-    return create_app(service, cfg, ping)
+    metrics = ServeMetrics()
+    if vectors is not None:
+        metrics.watch_cache(vectors)
+    return create_app(service, cfg, ping, metrics)

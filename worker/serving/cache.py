@@ -70,6 +70,11 @@ class _Rows:
         out[~found] = np.nan
         return out, found
 
+    def unseen(self, ids: Sequence[str]) -> list[str]:
+        """The ids never read from this version, each once, in order."""
+        index = self.index
+        return [i for i in dict.fromkeys(ids) if i not in index]
+
     def gather_json(self, ids: Sequence[str]) -> list[bytes] | None:
         """Each id's vector as JSON (``null`` where absent) if every id was read before."""
         found = list(map(self.index.get, ids))
@@ -121,10 +126,17 @@ class CachedVectors:
         self.store, self.max_age_s, self.max_rows, self.clock = store, max_age_s, max_rows, clock
         self._arms: dict[str, _Rows] = {}
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.hits = self.misses = 0  # requests answered from memory / with a read
+        self.ids_hit = self.ids_read = 0  # ids served from memory / read from the store
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
-        """(version, vectors, found) from one version; from memory when it can be."""
+        """(version, vectors, found) from one version; from memory when it can be.
+
+        Ids read before are served from memory; only the others are read, together with
+        the pointer, in one round trip. If the pointer still names the cached version, the
+        answer is the cached rows plus the ones just read (a version never changes); if it
+        moved, every id is read again from the version it names.
+        """
         now = self.clock()
         with self._lock:
             rows = self._arms.get(arm)
@@ -132,19 +144,51 @@ class CachedVectors:
                 got = rows.gather(ids)
                 if got is not None:
                     self.hits += 1
+                    self.ids_hit += len(ids)
                     return rows.version, got[0], got[1]
+            missing = rows.unseen(ids) if rows is not None else list(ids)
+            if rows is not None and rows.n + len(missing) > self.max_rows:
+                missing = list(ids)  # the rows will be dropped: one whole read
+            cached = rows.version if rows is not None else None
         self.misses += 1
-        version, vecs, found = self.store.lookup(arm, ids)  # pointer and rows, one read
+        # An empty read still needs the pointer: ask for one id (a cheap, known one).
+        version, vecs, found = self.store.lookup(arm, missing or list(ids[:1]))
         with self._lock:
             rows = self._arms.get(arm)
             if version is None or vecs.shape[1] == 0:
                 self._arms.pop(arm, None)
+                return version, *self._whole(version, vecs, found, ids, missing)
+            if (rows is not None and rows.version == version == cached
+                    and rows.n + len(missing) <= self.max_rows):
+                rows.checked = max(rows.checked, now)
+                rows.add(missing, vecs, found)
+                got = rows.gather(ids)
+                if got is not None:
+                    self.ids_hit += len(ids) - len(missing)
+                    self.ids_read += len(missing)
+                    return version, got[0], got[1]
+        if missing != list(ids):
+            # The version moved (or its rows were dropped): every id, from one version.
+            version, vecs, found = self.store.lookup(arm, ids)
+        self.ids_read += len(ids)
+        with self._lock:
+            if version is None or vecs.shape[1] == 0:
+                self._arms.pop(arm, None)
                 return version, vecs, found
+            rows = self._arms.get(arm)
             if rows is None or rows.version != version or rows.n + len(ids) > self.max_rows:
                 rows = self._arms[arm] = _Rows(version, vecs.shape[1], now)
             rows.checked = max(rows.checked, now)
             rows.add(ids, vecs, found)
         return version, vecs, found
+
+    @staticmethod
+    def _whole(version: str | None, vecs: np.ndarray, found: np.ndarray, ids: Sequence[str],
+               missing: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """An arm with no version: every id absent (the read may have been of fewer ids)."""
+        if list(missing) == list(ids):
+            return vecs, found
+        return np.zeros((len(ids), vecs.shape[1]), np.float32), np.zeros(len(ids), bool)
 
     def lookup_json(self, arm: str, ids: Sequence[str]) -> tuple[str | None, int, list[bytes]]:
         """(version, width, each id's vector as JSON or ``null``), from one version."""

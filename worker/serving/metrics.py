@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["ROUTES", "VECTORS_ROUTE", "ServeMetrics", "route_of"]
 
@@ -21,6 +26,28 @@ def route_of(path: str) -> str:
     return path if path in ROUTES[1:5] else "other"
 
 
+class CacheCounts(Protocol):
+    """What the cache counts (a :class:`worker.serving.cache.CachedVectors`)."""
+
+    ids_hit: int
+    ids_read: int
+
+
+class _CacheCollector(Collector):
+    """Reads the cache's own counters at scrape time (no call on the request path)."""
+
+    def __init__(self, cache: CacheCounts) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("freshrec_serve_cache_ids", "Item ids asked for, by "
+                                     "whether the vector cache answered them (hit) or they "
+                                     "were read from Redis (read)", labels=["result"])
+        family.add_metric(["hit"], self.cache.ids_hit)
+        family.add_metric(["read"], self.cache.ids_read)
+        yield family
+
+
 class ServeMetrics:
     """One registry per service instance (tests run several in one process)."""
 
@@ -37,6 +64,10 @@ class ServeMetrics:
         for route in ROUTES:
             self.seconds.labels(route)
             self.responses.labels(route, "200")
+
+    def watch_cache(self, cache: CacheCounts) -> None:
+        """Export ``freshrec_serve_cache_ids_total{result}`` from ``cache``'s counters."""
+        self.registry.register(_CacheCollector(cache))
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         """Record one answered request."""

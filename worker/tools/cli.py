@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", help="TOML config file (see README)")
+        sp.add_argument("--config", help="TOML config file (see docs/configuration.md)")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override any setting, e.g. --set training.lr=0.005")
         sp.add_argument("--bootstrap-servers", dest="bootstrap_servers")

@@ -33,7 +33,8 @@ def published(dim: int = 4, arms=("control", "fresh")) -> MemoryVectorStore:
     return store
 
 
-# The README's arm-assignment rule, reimplemented from its text alone, and its test vectors.
+# The documented arm-assignment rule (docs/contracts/http.md), reimplemented from its text
+# alone, and its test vectors.
 @pytest.mark.parametrize(("user", "point", "arm"), [
     ("user-00000", 0.8978871728025515, "fresh"),
     ("user-00001", 0.02694550238644589, "control"),
@@ -186,11 +187,33 @@ def test_cached_vectors_answer_from_one_version_and_see_a_flip_within_the_max_ag
     store.publish("a", "v2", ids, np.full((6, 3), 2.0, np.float32), VersionInfo("v2", 3, 6, "t"))
     now[0] = 0.4
     assert cached.lookup("a", ["i0"])[0] == "v1" and len(calls) == 1  # within the max age
-    assert cached.lookup("a", ["i0", "i5"])[1][:, 0].tolist() == [2.0, 2.0]  # i5 unseen: read
+    # i5 unseen: read with the pointer, which moved, so both are read again from v2.
+    assert cached.lookup("a", ["i0", "i5"])[1][:, 0].tolist() == [2.0, 2.0]
+    assert calls[1:] == [["i5"], ["i0", "i5"]]
     now[0] = 1.0
     version, vecs, _ = cached.lookup("a", ["i0", "i1", "i2", "i3", "i4"])  # over max_rows
-    assert version == "v2" and (vecs == 2.0).all() and len(calls) == 3
-    assert cached.lookup("a", ["i4"])[0] == "v2" and len(calls) == 3
+    assert version == "v2" and (vecs == 2.0).all() and len(calls) == 4
+    assert cached.lookup("a", ["i4"])[0] == "v2" and len(calls) == 4
+
+
+def test_cached_vectors_read_only_the_ids_they_have_not_seen():
+    store = MemoryVectorStore(retention=3)
+    ids = [f"i{k}" for k in range(6)]
+    vecs = np.arange(18, dtype=np.float32).reshape(6, 3)
+    store.publish("a", "v1", ids, vecs, VersionInfo("v1", 3, 6, "t"))
+    calls = []
+    real = store.lookup
+    store.lookup = lambda arm, want: calls.append(list(want)) or real(arm, want)
+    now = [0.0]
+    cached = CachedVectors(store, max_age_s=0.5, clock=lambda: now[0])
+    cached.lookup("a", ["i0", "i1"])
+    version, got, found = cached.lookup("a", ["i1", "i2", "nope", "i0"])
+    assert calls == [["i0", "i1"], ["i2", "nope"]]
+    assert version == "v1" and found.tolist() == [True, True, False, True]
+    assert got[[0, 1, 3]].tolist() == vecs[[1, 2, 0]].tolist()
+    assert (cached.ids_hit, cached.ids_read) == (2, 4)
+    now[0] = 1.0  # pointer due, every id known: the pointer is read with one id only
+    assert cached.lookup("a", ["i2", "i0"])[0] == "v1" and calls[-1] == ["i2"]
 
 
 @pytest.mark.parametrize("cached", [False, True])
