@@ -15,8 +15,8 @@ with a watermark at or past the probe's event time (every partition had been rea
 it, and the probe's request is never held out, so its sample was in that cycle's
 training). p50/p99 printed. ``--split`` runs ingestion in a process of its own
 (``freshrec run --role ingest``, joined samples to the samples topic) and the trainer in
-this one (``role="train"``), as the README's ingest tier does: two interpreters, so
-parsing and joining no longer share one GIL with the cycle's Python.
+this one (``role="train"``), as the ingest tier does (docs/operations/scaling.md): two
+interpreters, so parsing and joining no longer share one GIL with the cycle's Python.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ For each workload, in one run:
 * ``rank greedy`` / ``rank thompson``: ``POST /v1/rank``, k = 10, greedy on ``fresh``,
   Thompson (Monte-Carlo propensities) on ``control``.
 
-The service's cache hit ratio (ids answered from memory over ids asked for, from its own
-``freshrec_serve_cache_ids_total``) is printed for each workload. Latency: one client,
-keep-alive, sequential requests after a warm-up of the same workload (p50/p99).
-Throughput: ``--clients`` threads on their own connections. Client, services and Redis
-share this machine's cores, so throughput here is a floor.
+The cached service's hit ratio (ids answered from memory over ids asked for, from its own
+``freshrec_serve_cache_ids_total``) is printed for each case's latency phase. Latency: one
+client, keep-alive, sequential requests after a warm-up of the same workload (p50/p99).
+Throughput: ``--clients`` threads on their own connections, each with requests of its own.
+No request is sent twice. Client, services and Redis share this machine's cores, so
+throughput here is a floor.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import redis
@@ -149,13 +151,27 @@ class Workload:
         return [self.ids[i] for i in got]
 
 
-def cycling(port: int, method: str, requests: list[tuple[str, bytes | None]]
-            ) -> Callable[[], Callable[[], object]]:
-    """A maker of calls that each send the next request of ``requests`` (wrapping around)."""
+def parts(requests: list[Any], n: int, clients: int) -> list[list[Any]]:
+    """The latency phase's requests (warm-up + ``n``), then one fresh share per client.
+
+    Every timed request, in either phase, is one the service has not been sent before,
+    so the cache holds only what earlier requests of the workload put there.
+    """
+    warm = min(200, n)
+    rest = requests[warm + n:]
+    per = max(1, len(rest) // clients)
+    return [requests[:warm + n], *(rest[k * per:(k + 1) * per] for k in range(clients))]
+
+
+def cycling(port: int, method: str, requests: list[tuple[str, bytes | None]], n: int,
+            clients: int) -> Callable[[], Callable[[], object]]:
+    """A maker of calls; each made call sends its own share of ``requests`` (see parts)."""
+    shares = iter(parts(requests, n, clients))
+
     def make() -> Callable[[], object]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         headers = {"content-type": "application/json"} if method == "POST" else {}
-        it = itertools.cycle(requests)
+        it = itertools.cycle(next(shares))
 
         def call() -> object:
             path, body = next(it)
@@ -169,10 +185,13 @@ def cycling(port: int, method: str, requests: list[tuple[str, bytes | None]]
     return make
 
 
-def raw_cycling(url: str, key: str, lookups: list[list[str]]) -> Callable[[], Callable[[], object]]:
-    """Raw ``HMGET`` of each lookup's ids in turn."""
+def raw_cycling(url: str, key: str, lookups: list[list[str]], n: int, clients: int
+                ) -> Callable[[], Callable[[], object]]:
+    """Raw ``HMGET`` of each lookup's ids in turn, shared out as :func:`cycling` does."""
+    shares = iter(parts(lookups, n, clients))
+
     def make() -> Callable[[], object]:
-        client, it = redis.Redis.from_url(url), itertools.cycle(lookups)
+        client, it = redis.Redis.from_url(url), itertools.cycle(next(shares))
         return lambda: client.hmget(key, next(it))
     return make
 
@@ -203,13 +222,21 @@ def start_serve(url: str, work: Path, name: str, arms: str, *extra: str) -> tupl
     return proc, port
 
 
-def measure(name: str, make: Callable[[], Callable[[], object]], n: int, clients: int
-            ) -> dict[str, float]:
-    """Latency (one client) and throughput (``clients``) of one case; printed."""
-    lat = percentiles(timed(make(), n))
+def measure(name: str, make: Callable[[], Callable[[], object]], n: int, clients: int,
+            cached_port: int | None = None) -> dict[str, float]:
+    """Latency (one client), throughput (``clients``) and the cache's hit ratio; printed.
+
+    The hit ratio (a cached service only) is over the latency phase's requests.
+    """
+    before = cache_counts(cached_port) if cached_port else (0.0, 0.0)
+    lat: dict[str, float] = percentiles(timed(make(), n))
+    if cached_port:
+        hit, read = (a - b for a, b in zip(cache_counts(cached_port), before, strict=True))
+        lat["cache_hit_ratio"] = round(hit / max(hit + read, 1.0), 4)
     rps = throughput(make, clients, n)
+    hits = f"  cache hits {lat['cache_hit_ratio']:.3f}" if cached_port else ""
     print(f"  {name:30s} p50 {lat['p50_ms']:7.3f} ms  p99 {lat['p99_ms']:7.3f} ms  "
-          f"{rps:8.0f} req/s ({clients} clients)", flush=True)
+          f"{rps:8.0f} req/s ({clients} clients){hits}", flush=True)
     return {**lat, "rps": round(rps)}
 
 
@@ -246,13 +273,15 @@ def main() -> None:
     try:
         for seed, kind in enumerate(("zipf", "uniform")):
             draw = Workload(ids, kind, seed + 1)
-            # Warm-up requests come from the same workload, then the timed ones.
-            lookups = [draw.draw(100) for _ in range(n + min(200, n))]
+            # Warm-up and timed requests of the latency phase, then the throughput phase's:
+            # all drawn from the same workload, none sent twice.
+            total = 2 * n + min(200, n) + args.clients
+            lookups = [draw.draw(100) for _ in range(total)]
             paths: list[tuple[str, bytes | None]] = [
                 ("/v1/arms/fresh/vectors?" + urllib.parse.urlencode([("ids", i) for i in q]), None)
                 for q in lookups]
             bodies: list[dict[str, object]] = []
-            for _ in range(n + min(200, n)):
+            for _ in range(total):
                 picked = draw.draw(510)
                 bodies.append({"user_id": f"user-{len(bodies)}", "recent_items": picked[:10],
                                "candidates": picked[10:], "k": 10})
@@ -261,30 +290,25 @@ def main() -> None:
                       ) -> list[tuple[str, bytes | None]]:
                 return [("/v1/rank", json.dumps({**b, "arm": arm}).encode()) for b in bodies]
 
+            c = args.clients
             cached, sport = start_serve(url, work, f"serve-{kind}", arms)
             try:
                 print(f"{kind} ({args.items:,} items):", flush=True)
                 res: dict[str, object] = {
                     "raw HMGET (100 ids)": measure("raw HMGET (100 ids)",
-                                                   raw_cycling(url, vec_key, lookups), n,
-                                                   args.clients)}
-                hit0, read0 = cache_counts(sport)
-                res["lookup (100 ids)"] = measure("lookup (100 ids)",
-                                                  cycling(sport, "GET", paths), n, args.clients)
+                                                   raw_cycling(url, vec_key, lookups, n, c),
+                                                   n, c)}
+                res["lookup (100 ids)"] = measure("lookup (100 ids)", cycling(
+                    sport, "GET", paths, n, c), n, c, sport)
                 res["rank greedy (500)"] = measure("rank greedy (500)", cycling(
-                    sport, "POST", ranks("fresh")), n, args.clients)
-                hit1, read1 = cache_counts(sport)
+                    sport, "POST", ranks("fresh"), n, c), n, c, sport)
                 res["rank thompson (500)"] = measure("rank thompson (500)", cycling(
-                    sport, "POST", ranks("control")), n, args.clients)
+                    sport, "POST", ranks("control"), n, c), n, c, sport)
                 res["lookup (100 ids) no cache"] = measure(
-                    "lookup (100 ids) no cache", cycling(nport, "GET", paths), n, args.clients)
+                    "lookup (100 ids) no cache", cycling(nport, "GET", paths, n, c), n, c)
                 res["rank greedy (500) no cache"] = measure(
-                    "rank greedy (500) no cache", cycling(nport, "POST", ranks("fresh")), n,
-                    args.clients)
-                hits = (hit1 - hit0) / max(hit1 - hit0 + read1 - read0, 1)
-                res["cache_hit_ratio"] = round(hits, 4)
-                print(f"  cache hit ratio (ids answered from memory, lookup + greedy rank): "
-                      f"{hits:.3f}", flush=True)
+                    "rank greedy (500) no cache", cycling(nport, "POST", ranks("fresh"), n, c),
+                    n, c)
                 results[kind] = res
             finally:
                 cached.stop()

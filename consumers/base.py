@@ -13,7 +13,7 @@ __all__ = ["DeadLetterSink", "EventSource", "SourceUnavailable", "Topics"]
 
 @dataclass(frozen=True)
 class Topics:
-    """The contract topics (README: Topics)."""
+    """The contract topics (docs/contracts/events.md)."""
 
     events: str = "freshrec.events"
     items: str = "freshrec.items"

@@ -31,7 +31,7 @@ __all__ = [
 EVENT_TYPES = frozenset({"impression", "click", "purchase"})
 MAX_ID_CHARS = 256
 #: Largest ``ts`` accepted at all (epoch ms, year ~287,000): exact in a float64 and in any
-#: JSON reader. The time policy relative to the log time is much tighter (see README).
+#: JSON reader. The time policy relative to the log time is much tighter (docs/contracts/events.md).
 MAX_TS_MS = 2**53
 
 #: Next offset to read per (topic, partition): what a consumer commits.
@@ -101,7 +101,7 @@ class RawMessage(NamedTuple):
 
 
 class BehaviourEvent(msgspec.Struct, frozen=True, gc=False):
-    """A validated user-behaviour event (see the README contract).
+    """A validated user-behaviour event (the contract: docs/contracts/events.md).
 
     The field constraints are enforced while decoding, in C; unknown fields are ignored.
     """

@@ -44,6 +44,8 @@ class VersionInfo:
     extra: dict[str, str] = field(default_factory=dict)
     #: vector added to the pooled history vectors to make a user vector (little-endian f32)
     user_prior: bytes = b""
+    #: the rest of the user tower (worker.learning.user_tower; "" = mean of the history)
+    user_tower: bytes = b""
     #: a delta version's ancestors, parent first, comma-separated ("" for a full version);
     #: set by the store when it publishes with ``parent``
     base_layers: str = ""

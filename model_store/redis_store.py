@@ -294,4 +294,4 @@ def _info_from_hash(data: dict[bytes, bytes]) -> VersionInfo:
         version=d["version"].decode(), dim=int(d["dim"]), item_count=int(d["item_count"]),
         created_at=d["created_at"].decode(), model_version=d["model_version"].decode(),
         dtype=d["dtype"].decode(), extra=json.loads(d["extra"]), user_prior=d["user_prior"],
-        base_layers=d.get("base_layers", b"").decode())
+        user_tower=d.get("user_tower", b""), base_layers=d.get("base_layers", b"").decode())

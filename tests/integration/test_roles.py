@@ -9,7 +9,12 @@ import pytest
 from consumers.kafka_source import KafkaEventProducer, ensure_topics
 from model_store.redis_store import RedisVectorStore
 from tests.helpers import expected_samples, sample_key
-from tests.integration.test_worker_e2e import overrides, simulate
+from tests.integration.test_worker_e2e import (
+    committed_total,
+    overrides,
+    simulate,
+    simulate_split,
+)
 from worker.config import load_settings
 from worker.learning.encoder import TextEncoder
 from worker.runtime.app import build_app, build_ingest_app
@@ -174,7 +179,8 @@ def test_kill_9_of_an_ingest_process_loses_and_doubles_no_sample(
     ov["ingest"]["checkpoint_interval_s"] = 1.0
     settings = load_settings(None, ov)
     setup_topics(settings, uid)
-    events = simulate(settings.kafka.client_options(), (f"{uid}.events", f"{uid}.items"), 1500)
+    events, send_rest = simulate_split(settings.kafka.client_options(),
+                                       (f"{uid}.events", f"{uid}.items"), 1500, 800)
     want = sorted(map(sample_key, expected_samples(events, window_ms=5000)))
     sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in ov.items() for k, v in d.items()]
     proc = subprocess.Popen([sys.executable, "-m", "worker.tools.cli", "run", "--role",
@@ -185,12 +191,16 @@ def test_kill_9_of_an_ingest_process_loses_and_doubles_no_sample(
         wait_for(lambda: len(list(ckpt.glob("ckpt-*"))) >= 2, timeout_s=90,
                  what="the ingest process to write two checkpoints")
         assert proc.poll() is None
+        send_rest()  # more work arrives; the kill lands before it can all be committed
         proc.send_signal(signal.SIGKILL)  # mid-run: samples produced since its checkpoint
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    # The kill left work behind: the group had not committed every event sent.
+    assert committed_total(stack.bootstrap, settings.kafka.group_id, f"{uid}.events",
+                           2) < len(events)
     ingest = build_ingest_app(settings)  # the restart
     train = build_app(load_settings(None, role_settings(stack, uid, tmp_path, tiny_bert_dir,
                                                         "train")),

@@ -47,22 +47,53 @@ def overrides(stack, uid, tmp_path, tiny_bert_dir):
 
 
 def simulate(opts, topics, requests, seed=5):
+    events, _ = simulate_split(opts, topics, requests, 0, seed)
+    return events
+
+
+def simulate_split(opts, topics, requests, hold_back, seed=5):
+    """Produce the simulator's traffic but its last ``hold_back`` events; (all events, a
+    callable that produces the held-back ones)."""
     producer = KafkaEventProducer(opts)
-    sent: list[bytes] = []
+    out: list[tuple[str, bytes, bytes]] = []
     clock = itertools.count(time.time_ns() // 1_000_000 - 3_600_000, 40)
 
     def emit(topic, key, value):
-        if topic == topics[0]:
-            sent.append(value)
-        producer.emit(topic, key, value)
+        out.append((topic, key, value))
 
     sim = Simulator(SimConfig(seed=seed, n_users=200, initial_items=80), ARMS, None, emit,
                     topics, clock_ms=lambda: next(clock))
     sim.publish_catalog()
     for _ in sim.run(requests):
         pass
-    producer.close()
-    return [msgspec.json.decode(v) for v in sent]
+    held = [k for k, (topic, _, _) in enumerate(out) if topic == topics[0]][-hold_back:] \
+        if hold_back else []
+    cut = held[0] if held else len(out)
+    for topic, key, value in out[:cut]:
+        producer.emit(topic, key, value)
+    producer.flush()
+
+    def send_rest():
+        for topic, key, value in out[cut:]:
+            producer.emit(topic, key, value)
+        producer.flush()
+        producer.close()
+
+    if not held:
+        producer.close()
+    return [msgspec.json.decode(v) for t, _, v in out if t == topics[0]], send_rest
+
+
+def committed_total(bootstrap, group, topic, partitions):
+    """Offsets the group has committed on ``topic``, summed (0 where none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    probe = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=group,
+                          enable_auto_commit=False)
+    try:
+        return sum(probe.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
+    finally:
+        probe.close()
 
 
 def test_events_in_vectors_out_and_lookup_cli(stack, uid, tmp_path, tiny_bert_dir, capsys):
@@ -113,22 +144,25 @@ def test_kill_worker_mid_run_restart_resumes_without_losing_events(
     from consumers.kafka_source import ensure_topics
 
     ensure_topics(settings.kafka.client_options(), {topics[0]: 2, topics[1]: 1})
-    events = simulate(settings.kafka.client_options(), topics, 1500)
+    events, send_rest = simulate_split(settings.kafka.client_options(), topics, 1500, 800)
     sets = [f"--set={sec}.{k}={json.dumps(v)}" for sec, d in ov.items() for k, v in d.items()]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "worker.tools.cli", "run", *sets], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ckpt = tmp_path / "ckpt"
         wait_for(lambda: len(list(ckpt.glob("ckpt-*"))) >= 2, timeout_s=90,
                  what="the worker to write two checkpoints")
         assert proc.poll() is None
+        send_rest()  # more work arrives; the kill lands before it can all be committed
         proc.send_signal(signal.SIGKILL)  # no chance to checkpoint or commit
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    # The kill left work behind: the group had not committed every event sent.
+    assert committed_total(stack.bootstrap, settings.kafka.group_id, topics[0], 2) < len(events)
     app = build_app(settings, encoder=TextEncoder(tiny_bert_dir))
     try:
         assert app.worker.restore()

@@ -1,8 +1,8 @@
 """Experiment statistics from per-arm counts: the one place they are computed.
 
 The worker's monitor, ``freshrec status`` (from the Redis counters every worker adds to)
-and the demo all call :func:`summarize`, so the numbers a dashboard, a terminal and the
-README show are the same computation.
+and the demo all call :func:`summarize`, so the numbers a dashboard, a terminal and
+the docs show are the same computation.
 """
 
 from __future__ import annotations

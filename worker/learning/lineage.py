@@ -205,7 +205,8 @@ class Lineage:
     def load(self, state: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state` output (a delta: over what it builds on).
 
-        Optimiser moments restart from zero.
+        Optimiser moments restart from zero. A parameter the checkpoint lacks (written by
+        a model without it, e.g. before the user tower) keeps its initial value.
         """
         self.seq, self.cycles = int(state["seq"]), int(state["cycles"])
         self.published = state["published"]
@@ -216,6 +217,8 @@ class Lineage:
             prefix = f"{self.name}/{which}/"
             current = module.state_dict()
             for key, value in current.items():
+                if prefix + key not in tensors:
+                    continue  # a parameter the checkpoint's model did not have: its start
                 saved = tensors[prefix + key]
                 rows = tensors.get(prefix + key + "@rows")
                 with torch.no_grad():

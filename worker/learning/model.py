@@ -2,10 +2,12 @@
 
 Item vector ``w_i = proj(s_i) + alpha * c_i`` where ``s_i`` is the language-model vector of
 the item's text and ``c_i`` a collaborative embedding learned from clicks (zero for a new
-item, so a brand-new item is placed by its text alone). A user is the prior ``u0`` plus the
-mean vector of their recent positive items, so serving needs only item vectors and a
-history. ``logit = <u, w_i> + b_i + b0``. The published vector is ``[w_i, b_i + b0]`` and the
-serving user vector ``[u, 1]``: one dot product gives the exact logit.
+item, so a brand-new item is placed by its text alone). A user is built from the vectors of
+their recent positive items, newest first, by the user tower of
+:mod:`worker.learning.user_tower` (recency weights, a context map and a next-item map, plus
+the prior ``u0``), so serving needs only item vectors, the tower's few parameters and a
+history. ``logit = <u, w_i> + b_i + b0``. The published vector is ``[w_i, b_i + b0]`` and
+the serving user vector ``[u, 1]``: one dot product gives the exact logit.
 
 Pure library: no Kafka, Redis or environment access; seeded; ``state_dict`` round-trips.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+
+from worker.learning.user_tower import UserTower
 
 __all__ = ["INIT_SCALE", "FreshRecModel"]
 
@@ -36,10 +40,11 @@ class FreshRecModel(nn.Module):
         dim: width of the item and user vectors.
         capacity: initial rows of the sparse embeddings (grows on demand).
         seed: seeds the dense initialisation.
+        history_len: history positions the user tower weighs (longer ones are cut).
     """
 
     def __init__(self, text_dim: int = 384, dim: int = 64, capacity: int = 1024,
-                 seed: int = 0) -> None:
+                 seed: int = 0, history_len: int = 10) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.text_dim, self.dim, self.seed = text_dim, dim, seed
@@ -57,6 +62,10 @@ class FreshRecModel(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(1.0))
         self.user_prior = nn.Parameter(_noise(1, dim, seed * 1_000_003 + 1)[0])
         self.bias = nn.Parameter(torch.zeros(1))
+        # The user tower starts as the plain mean of the history (see user_tower).
+        self.recency = nn.Parameter(torch.zeros(history_len))
+        self.context = nn.Parameter(torch.eye(dim))
+        self.last = nn.Parameter(torch.zeros(dim, dim))
 
     @property
     def capacity(self) -> int:
@@ -120,10 +129,23 @@ class FreshRecModel(nn.Module):
         w_u, b_u = self.item_vectors(rows, semantic)
         w_i, b_i = w_u[where[:batch]], b_u[where[:batch]]
         w_h = w_u[where[batch:]].reshape(*history.shape, -1)
-        mask = history_mask.unsqueeze(-1)
-        pooled = (w_h * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        user = self.user_prior + pooled
-        return (user * w_i).sum(-1) + b_i + self.bias
+        return (self.user(w_h, history_mask) * w_i).sum(-1) + b_i + self.bias
+
+    def user(self, w_h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """User vectors (B, dim) from history vectors (B, H, dim), newest first, 0/1 mask.
+
+        The formula of :class:`worker.learning.user_tower.UserTower`, which serving
+        evaluates in numpy from the published parameters.
+        """
+        h = min(w_h.shape[1], self.recency.shape[0])
+        w_h, mask = w_h[:, :h], mask[:, :h].to(w_h.dtype)
+        r = self.recency[:h]
+        e = torch.exp(r - r.max()) * mask
+        pooled = (e.unsqueeze(-1) * w_h).sum(1) / e.sum(1, keepdim=True).clamp(min=1e-12)
+        user = self.user_prior + pooled @ self.context.T
+        if h:
+            user = user + mask[:, :1] * (w_h[:, 0] @ self.last.T)
+        return user
 
     def row_parameters(self) -> list[torch.Tensor]:
         """Dense parameters that every published item row depends on.
@@ -156,3 +178,10 @@ class FreshRecModel(nn.Module):
     def prior(self) -> np.ndarray:
         """The user prior ``u0`` as float32 (dim,)."""
         return self.user_prior.detach().float().cpu().numpy()
+
+    def tower(self) -> UserTower:
+        """The user tower's parameters as published (float32, on the CPU)."""
+        def arr(p: torch.Tensor) -> np.ndarray:
+            return p.detach().float().cpu().numpy()
+        return UserTower(arr(self.user_prior), arr(self.recency), arr(self.context),
+                         arr(self.last))

@@ -77,7 +77,8 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
         created_at=datetime.now(UTC).isoformat(), model_version=version,
         extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
                "watermark_ms": str(times[1]), "layout": "w|bias"},
-        user_prior=model.prior().astype("<f4").tobytes())
+        user_prior=model.prior().astype("<f4").tobytes(),
+        user_tower=model.tower().to_bytes())
     try:
         try:
             if rows is None:

@@ -72,10 +72,15 @@ class RowAdam(torch.optim.Optimizer):
         return state["exp_avg"], state["exp_avg_sq"], state["steps"]
 
     def reset_rows(self, rows: torch.Tensor) -> None:
-        """Rows that now hold another item (eviction) start over."""
+        """Rows that now hold another item (eviction) start over.
+
+        Rows past a state's length (the table grew since its last step) have no state
+        yet; they start at zero when the state is padded.
+        """
         for state in self.state.values():
             for value in state.values():
-                value[rows.to(value.device)] = 0
+                idx = rows.to(value.device)
+                value[idx[idx < value.shape[0]]] = 0
 
     def adopt(self, old: RowAdam, params: Iterable[torch.Tensor]) -> None:
         """Take ``old``'s state for ``params`` (its own parameters, replaced by grown ones).

@@ -8,9 +8,10 @@ from typing import Protocol
 import numpy as np
 
 from worker.experiments.explore import Greedy, Policy
+from worker.learning.user_tower import UserTower
 from worker.serving.cache import VectorReader
 
-__all__ = ["ItemStats", "Ranker", "user_vector"]
+__all__ = ["ItemStats", "Ranker", "UserTower"]
 
 
 class ItemStats(Protocol):
@@ -19,16 +20,6 @@ class ItemStats(Protocol):
     def item_stats(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(impressions, clicks) per id."""
         ...
-
-
-def user_vector(history: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """``[u0 + mean(history w), 1]`` for published vectors laid out as ``[w, bias]``."""
-    if len(history):
-        pooled = np.nanmean(history[:, :-1], axis=0)
-        pooled = np.nan_to_num(pooled)
-    else:
-        pooled = np.zeros(len(prior), np.float32)
-    return np.concatenate([prior + pooled, [1.0]]).astype(np.float32)
 
 
 class Ranker:
@@ -41,7 +32,7 @@ class Ranker:
     def __init__(self, store: VectorReader, stats: ItemStats | None = None) -> None:
         self.store = store
         self.stats = stats
-        self._priors: dict[tuple[str, str], np.ndarray] = {}
+        self._towers: dict[tuple[str, str], UserTower] = {}
 
     def scores(self, user_recent_items: Sequence[str], candidates: Sequence[str], arm: str
                ) -> tuple[str | None, np.ndarray]:
@@ -50,10 +41,10 @@ class Ranker:
         version, vecs, found = self.store.lookup(arm, ids)
         if version is None or vecs.shape[1] == 0:
             return None, np.zeros(len(candidates), np.float32)
-        prior = self._prior(arm, version, vecs.shape[1] - 1)
-        hist = vecs[: len(user_recent_items)][found[: len(user_recent_items)]]
-        cand = vecs[len(user_recent_items):]
-        scores = cand @ user_vector(hist, prior)
+        tower = self._tower(arm, version, vecs.shape[1] - 1)
+        n = len(user_recent_items)
+        cand = vecs[n:]
+        scores = cand @ tower.user_vector(vecs[:n], found[:n])
         known = found[len(user_recent_items):]
         fill = float(scores[known].mean()) if known.any() else 0.0
         return version, np.where(known, scores, fill).astype(np.float32)
@@ -70,12 +61,13 @@ class Ranker:
         order = policy.order(scores, imps, clicks)
         return version, [candidates[k] for k in order], scores[order]
 
-    def _prior(self, arm: str, version: str, dim: int) -> np.ndarray:
+    def _tower(self, arm: str, version: str, dim: int) -> UserTower:
         key = (arm, version)
-        if key not in self._priors:
+        if key not in self._towers:
             info = self.store.info(arm, version)
             if info is None or not info.user_prior:
-                return np.zeros(dim, np.float32)  # retired meanwhile: no prior to add
-            self._priors = {k: v for k, v in self._priors.items() if k[0] != arm}
-            self._priors[key] = np.frombuffer(info.user_prior, "<f4")
-        return self._priors[key]
+                # retired meanwhile: the order-free tower with no prior
+                return UserTower.mean(np.zeros(dim, np.float32))
+            self._towers = {k: v for k, v in self._towers.items() if k[0] != arm}
+            self._towers[key] = UserTower.from_bytes(info.user_prior, info.user_tower)
+        return self._towers[key]

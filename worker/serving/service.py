@@ -79,7 +79,7 @@ class RankService:
         self._names = {a.name: a for a in self.arms}
 
     def arm_for(self, user_id: str) -> str:
-        """The user's arm under the salted-hash rule (README, "Arm assignment")."""
+        """The user's arm under the salted-hash rule (docs/contracts/http.md, "Arm assignment")."""
         return assign_arm(user_id, self.arms, self.salt)
 
     def check_arm(self, arm: str) -> str:

@@ -20,7 +20,7 @@ __all__ = ["ListSource", "encode", "event", "traffic"]
 
 def event(etype: str, *, eid: str, ts: int, user: str = "u1", item: str = "i1",
           req: str = "r1", arm: str = "fresh", **extra: Any) -> dict[str, Any]:
-    """One behaviour event in the contract format (README: Behaviour event).
+    """One behaviour event in the contract format (docs/contracts/events.md).
 
     >>> event("click", eid="e1", ts=5)["type"]
     'click'

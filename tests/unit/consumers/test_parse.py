@@ -82,3 +82,52 @@ def test_arbitrary_json_objects_never_raise(obj):
     except (TypeError, OverflowError):  # ints beyond 64 bits: not sendable as JSON here
         return
     assert isinstance(parse_event(data), BehaviourEvent | Rejection)
+
+
+# --- Properties with an oracle: what a valid event says comes out unchanged, and each kind
+# of invalid field is named by its own reason.
+
+ids = st.text(min_size=1, max_size=256)
+valid_events = st.fixed_dictionaries(
+    {"event_id": ids, "ts": st.integers(0, 2**53), "type": st.sampled_from(
+        ["impression", "click", "purchase"]), "user_id": ids, "item_id": ids,
+     "request_id": ids, "arm": ids},
+    optional={"position": st.integers(0, 2**31), "propensity": st.floats(
+        min_value=1e-9, max_value=1.0), "model_version": st.text(max_size=40),
+        "context": st.dictionaries(st.text(max_size=10), st.text(max_size=10) | st.integers(
+            -2**31, 2**31) | st.floats(allow_nan=False, allow_infinity=False), max_size=4)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_events)
+def test_a_valid_event_parses_to_exactly_what_it_says(obj):
+    got = parse_event(encode(obj))
+    assert isinstance(got, BehaviourEvent), got
+    defaults = {"position": 0, "propensity": 1.0, "model_version": None, "context": None}
+    for field, want in {**defaults, **obj}.items():
+        assert getattr(got, field) == want, field
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_events, st.sampled_from([
+    ("ts", -1, "bad_ts"), ("ts", 2**53 + 1, "bad_ts"), ("ts", "1", "bad_type"),
+    ("type", "view", "bad_value"), ("user_id", "", "bad_value"),
+    ("item_id", "x" * 257, "bad_value"), ("arm", 7, "bad_type"),
+    ("position", -1, "bad_value"), ("position", 1.5, "bad_type"),
+    ("propensity", 0.0, "bad_value"), ("propensity", 1.01, "bad_value"),
+    ("propensity", "high", "bad_type"), ("context", [1], "bad_type"),
+    ("context", {"k": [1]}, "bad_type"), ("model_version", 3, "bad_type")]))
+def test_one_bad_field_in_a_valid_event_is_rejected_for_that_field(obj, bad):
+    field, value, reason = bad
+    got = parse_event(encode({**obj, field: value}))
+    assert isinstance(got, Rejection), got
+    assert got.reason.value == reason, (got, bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_events, st.sampled_from(["event_id", "ts", "type", "user_id", "item_id",
+                                      "request_id", "arm"]))
+def test_a_valid_event_missing_a_required_field_names_it(obj, field):
+    got = parse_event(encode({k: v for k, v in obj.items() if k != field}))
+    assert isinstance(got, Rejection) and got.reason.value == "missing_field"
+    assert repr(field) in got.detail

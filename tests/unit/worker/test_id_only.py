@@ -21,7 +21,7 @@ from worker.config import ArmSettings, TrainingSettings
 from worker.learning.evaluation import auc
 from worker.learning.items import ItemTable
 from worker.learning.training import Trainer
-from worker.serving.ranker import user_vector
+from worker.learning.user_tower import UserTower
 from worker.tools.synthetic import encode, event
 
 USERS, ITEMS = 300, 120
@@ -73,6 +73,7 @@ def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
     assert float(np.abs(vectors[:, :-1]).max()) > 0.05  # the w part moved, not only biases
     prior = np.frombuffer(info.user_prior, "<f4")
     assert float(np.abs(prior).max()) > 0
+    tower = UserTower.from_bytes(info.user_prior, info.user_tower)
 
     # Held-out traffic: each user's learnt history + a fresh draw of impressions.
     popularity = np.zeros(ITEMS)
@@ -86,7 +87,7 @@ def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
         history = [int(h[1:]) for h in pipeline.joiner.history(f"u{user}")]
         if not history:
             continue
-        u = user_vector(vectors[history], prior)
+        u = tower.user_vector(vectors[history])
         scores_model.append(float(vectors[item] @ u))
         scores_pop.append(popularity[item])
         labels.append(float(clicks(rng, user, item)))

@@ -3,7 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from worker.learning.model import FreshRecModel
-from worker.serving.ranker import user_vector
+from worker.learning.user_tower import UserTower
 
 
 def toy(n_items=50, text_dim=16, seed=0):
@@ -70,22 +70,48 @@ def test_sparse_optimiser_touches_only_rows_in_the_batch():
     assert set(changed) <= {3, 5, 7} and changed
 
 
-def test_published_vectors_give_the_model_logit_exactly():
+def test_published_vectors_and_tower_give_the_model_logit_exactly():
     semantic, items, hist, mask, _ = toy()
-    model = FreshRecModel(16, 8, capacity=64, seed=3)
+    model = FreshRecModel(16, 8, capacity=64, seed=3, history_len=4)
     with torch.no_grad():
         model.collab.weight.normal_()
         model.item_bias.weight.normal_()
         model.user_prior.normal_()
         model.bias.fill_(0.3)
+        model.recency.normal_()  # an order-aware, asymmetric tower
+        model.context.normal_(0.0, 0.5)
+        model.last.normal_(0.0, 0.5)
     logits = model(items, hist, mask, semantic).detach().numpy()
     vecs = model.export(50, semantic)
     assert vecs.shape == (50, 9) and vecs.dtype == np.float32
-    prior = model.prior()
-    for k in range(20):
-        rows = hist[k][mask[k].bool()].numpy()
-        u = user_vector(vecs[rows], prior)
+    tower = model.tower()
+    served = UserTower.from_bytes(tower.prior.astype("<f4").tobytes(), tower.to_bytes())
+    for k in range(40):  # masks with gaps: a missing item keeps its position
+        u = served.user_vector(vecs[hist[k].numpy()], mask[k].numpy().astype(bool))
         np.testing.assert_allclose(vecs[items[k]] @ u, logits[k], rtol=1e-4, atol=1e-4)
+
+
+def test_the_tower_starts_as_the_mean_of_the_history_and_learns_order():
+    model = FreshRecModel(16, 8, capacity=64, seed=0)
+    w = torch.randn(3, 4, 8)
+    mask = torch.tensor([[1, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
+    want = model.user_prior + (w * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True
+                                                                            ).clamp(min=1)
+    torch.testing.assert_close(model.user(w, mask), want)
+    # "A then B" and "B then A" give different users once the next-item map has learnt.
+    with torch.no_grad():
+        model.last.normal_()
+    ab = model.user(torch.stack([w[0, :2], w[0, :2].flip(0)]), torch.ones(2, 2))
+    assert not torch.allclose(ab[0], ab[1])
+
+
+def test_a_version_without_a_tower_serves_the_mean_of_the_history():
+    prior = np.arange(4, dtype="<f4")
+    tower = UserTower.from_bytes(prior.tobytes(), b"")
+    hist = np.array([[1, 1, 1, 1, 9], [3, 3, 3, 3, 9]], np.float32)
+    np.testing.assert_allclose(tower.user_vector(hist), [2, 3, 4, 5, 1])
+    np.testing.assert_allclose(tower.user_vector(hist, np.array([False, True])), [3, 4, 5, 6, 1])
+    np.testing.assert_allclose(tower.user_vector(hist[:0]), [0, 1, 2, 3, 1])
 
 
 def test_grow_keeps_learnt_rows():

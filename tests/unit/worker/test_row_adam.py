@@ -69,3 +69,19 @@ def test_grown_tables_keep_their_rows_moments_and_reset_rows_start_over():
     grown.reset_rows(torch.tensor([2]))
     assert grown.state[bigger.weight]["steps"][2] == 0
     assert float(grown.state[bigger.weight]["exp_avg"][2].abs().sum()) == 0.0
+
+
+def test_rows_reset_before_a_grown_state_is_padded_are_no_error_and_start_at_zero():
+    # Eviction can hand back rows the table grew to since the optimiser's last step.
+    table = _table(rows=10)
+    opt = RowAdam(table.parameters(), lr=0.01)
+    target = torch.randn(20, 8)
+    _step(table, opt, [1, 2], target)
+    bigger = torch.nn.Embedding(20, 8, sparse=True)
+    grown = RowAdam(bigger.parameters(), lr=0.01)
+    grown.adopt(opt, bigger.parameters())
+    grown.reset_rows(torch.tensor([2, 15]))  # 15: past the state's length
+    state = grown.state[bigger.weight]
+    assert state["steps"].shape[0] == 10 and state["steps"][2] == 0
+    _step(bigger, grown, [15], target)
+    assert grown.state[bigger.weight]["steps"][15] == 1
