@@ -84,26 +84,6 @@ def timed(call: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def http_call(port: int, method: str, path: str, body: bytes | None
-              ) -> Callable[[], object]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"content-type": "application/json"} if body else {}
-
-    def call() -> object:
-        conn.request(method, path, body, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {path}: {resp.status} {data[:200]!r}")
-        return data
-    return call
-
-
-def raw_hmget(url: str, key: str, ids: list[str]) -> Callable[[], object]:
-    client = redis.Redis.from_url(url)
-    return lambda: client.hmget(key, ids)
-
-
 def throughput(make: Callable[[], Callable[[], object]], clients: int, n: int) -> float:
     calls = [make() for _ in range(clients)]
     for c in calls:
