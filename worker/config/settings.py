@@ -142,6 +142,10 @@ class TrainingSettings(_Section):
     # (1: every cycle); sparse rows train every cycle, and versions between dense cycles
     # are published as deltas of the rows that changed.
     dense_every_cycles: int = Field(10, ge=1)
+    # Train the user tower's order-aware parameters (recency, context, next item). Off by
+    # default: trained every cycle they made candidates fail the gate more often, and on
+    # bench.realdata they did not beat the plain mean of the history yet.
+    user_tower: bool = False
     # Layers a delta version may read (itself + ancestors) before a full version is
     # published again; 1 publishes every version in full.
     publish_max_layers: int = Field(8, ge=1)

@@ -41,10 +41,12 @@ class FreshRecModel(nn.Module):
         capacity: initial rows of the sparse embeddings (grows on demand).
         seed: seeds the dense initialisation.
         history_len: history positions the user tower weighs (longer ones are cut).
+        learn_order: train the user tower's recency, context and next-item parameters;
+            False keeps them at their start, the plain mean of the history.
     """
 
     def __init__(self, text_dim: int = 384, dim: int = 64, capacity: int = 1024,
-                 seed: int = 0, history_len: int = 10) -> None:
+                 seed: int = 0, history_len: int = 10, learn_order: bool = False) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.text_dim, self.dim, self.seed = text_dim, dim, seed
@@ -66,6 +68,8 @@ class FreshRecModel(nn.Module):
         self.recency = nn.Parameter(torch.zeros(history_len))
         self.context = nn.Parameter(torch.eye(dim))
         self.last = nn.Parameter(torch.zeros(dim, dim))
+        for param in (self.recency, self.context, self.last):
+            param.requires_grad_(learn_order)
 
     @property
     def capacity(self) -> int:
@@ -79,7 +83,7 @@ class FreshRecModel(nn.Module):
     def dense_parameters(self) -> list[torch.Tensor]:
         """Everything else (for Adam)."""
         sparse = {id(p) for p in self.sparse_parameters()}
-        return [p for p in self.parameters() if id(p) not in sparse]
+        return [p for p in self.parameters() if id(p) not in sparse and p.requires_grad]
 
     def grow(self, capacity: int) -> bool:
         """Enlarge the sparse tables to at least ``capacity`` rows; True if they grew."""

@@ -132,10 +132,11 @@ class CachedVectors:
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
         """(version, vectors, found) from one version; from memory when it can be.
 
-        Ids read before are served from memory; only the others are read, together with
-        the pointer, in one round trip. If the pointer still names the cached version, the
-        answer is the cached rows plus the ones just read (a version never changes); if it
-        moved, every id is read again from the version it names.
+        Within ``max_age_s`` of the last pointer read, ids read before are served from
+        memory and only the others are read, together with the pointer, in one round trip;
+        if the pointer still names the cached version, the answer is the cached rows plus
+        the ones just read (a version never changes), and if it moved, every id is read
+        again from the version it names. A due pointer is read with every id at once.
         """
         now = self.clock()
         with self._lock:
@@ -146,12 +147,13 @@ class CachedVectors:
                     self.hits += 1
                     self.ids_hit += len(ids)
                     return rows.version, got[0], got[1]
-            missing = rows.unseen(ids) if rows is not None else list(ids)
+            due = rows is None or now - rows.checked >= self.max_age_s
+            # A due pointer may have moved: read every id with it, one round trip either way.
+            missing = list(ids) if due or rows is None else rows.unseen(ids)
             if rows is not None and rows.n + len(missing) > self.max_rows:
                 missing = list(ids)  # the rows will be dropped: one whole read
             cached = rows.version if rows is not None else None
         self.misses += 1
-        # An empty read still needs the pointer: ask for one id (a cheap, known one).
         version, vecs, found = self.store.lookup(arm, missing or list(ids[:1]))
         with self._lock:
             rows = self._arms.get(arm)
