@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from consumers.columns import Columns, RowIndex
 from consumers.dedupe import Deduper
 from consumers.event_time import TimePolicy
 from consumers.events import (
+    EVENT_TYPES,
     Message,
     Offsets,
     Reason,
@@ -53,7 +55,9 @@ class BatchReport:
     samples: int = 0
     positives: int = 0
     join_outcomes: Counter[str] = field(default_factory=Counter)
-    #: (arm, event type) -> count; an impression at position 0 also counts as a request
+    #: (arm, event type) -> count; an impression at position 0 also counts as a request.
+    #: Impressions, clicks and purchases are also counted per user bucket, as event type
+    #: ``"{type}@{bucket}"`` (the units of the user-level statistics).
     arm_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: (item_id, event type) -> count, for the exploration statistics
     item_events: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -75,6 +79,8 @@ class IngestPipeline:
         max_fresh: samples kept for the trainer when nobody drains them (ingest-only).
         idle_partition_s: a partition whose event time has not moved for this long stops
             holding the join watermark back.
+        user_buckets: hash buckets of users for the user-level experiment statistics
+            (:func:`worker.experiments.stats.user_bucket`); 0 counts none.
 
     It also implements :class:`worker.learning.feed.SampleFeed` structurally, which is all a
     training cycle sees of it.
@@ -85,7 +91,8 @@ class IngestPipeline:
                  joiner: Joiner | None = None, deduper: Deduper | None = None,
                  catalog: Catalog | None = None,
                  max_message_bytes: int = DEFAULT_MAX_BYTES, max_fresh: int = 200_000,
-                 idle_partition_s: float = 30.0, time_policy: TimePolicy | None = None) -> None:
+                 idle_partition_s: float = 30.0, time_policy: TimePolicy | None = None,
+                 user_buckets: int = 0) -> None:
         self.source = source
         self.dead_letters = dead_letters
         self.topics = topics or Topics()
@@ -98,6 +105,9 @@ class IngestPipeline:
         self.max_message_bytes = max_message_bytes
         self.time_policy = TimePolicy() if time_policy is None else time_policy
         self.max_fresh = max_fresh
+        self.user_buckets = user_buckets
+        self._bucket_names = {etype: [f"{etype}@{b}" for b in range(user_buckets)]
+                              for etype in EVENT_TYPES}
         self.idle_partition_s = idle_partition_s
         self.offsets: Offsets = {}
         self.fresh: list[Sample] = []  # samples not yet seen by the trainer
@@ -137,6 +147,7 @@ class IngestPipeline:
         offsets, part_ts = self.offsets, self.partition_ts
         check_time, watermark_ts = self.time_policy.check, self.time_policy.watermark_ts
         arm_events, item_events = report.arm_events, report.item_events
+        n_buckets, bucket_names = self.user_buckets, self._bucket_names
         now = time.monotonic()
         for msg in messages:
             tp = (msg.topic, msg.partition)
@@ -163,6 +174,9 @@ class IngestPipeline:
                     etype = event.type
                     report.consumed[etype] += 1
                     arm_events[(event.arm, etype)] += 1
+                    if n_buckets:
+                        arm_events[(event.arm, bucket_names[etype][
+                            crc32(event.user_id.encode()) % n_buckets])] += 1
                     item_events[(event.item_id, etype)] += 1
                     if etype == "impression" and event.position == 0:
                         arm_events[(event.arm, "request")] += 1

@@ -180,6 +180,12 @@ class ExperimentSettings(_Section):
     sequential_mde: float = Field(0.1, gt=0)  # relative lift worth detecting
     sequential_burn_in: int = Field(1000, ge=1)
     srm_p_value: float = Field(0.001, gt=0, lt=1)
+    # Units of the user-level statistics: users hashed into this many buckets per arm
+    # (docs/contracts/metrics.md); 0 turns user-level statistics off.
+    user_buckets: int = Field(1024, ge=0, le=65536)
+    # The planned horizon (impressions of control + treatment) of the user-level
+    # group-sequential test, which spends exactly alpha by then; None: that test is off.
+    planned_impressions: int | None = Field(None, ge=1)
     arms: tuple[ArmSettings, ...] = (
         ArmSettings(name="control", lineage="frozen", share=0.5),
         ArmSettings(name="fresh", lineage="incremental", share=0.5),

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from consumers.pipeline import BatchReport
 from worker.config import ExperimentSettings
-from worker.experiments.stats import SequentialTest
-from worker.experiments.summary import summarize
+from worker.experiments.group_sequential import GroupSequentialTest
+from worker.experiments.stats import SequentialTest, compare_ratio
+from worker.experiments.summary import summarize, user_ratio
 
 __all__ = ["OTHER", "ExperimentMonitor", "fold_arm"]
 
@@ -57,6 +58,13 @@ class ExperimentMonitor:
         self.sequential = {a.name: SequentialTest(exp.sequential_tau, exp.sequential_mde,
                                                   exp.sequential_burn_in)
                            for a in exp.arms if a.name != exp.control}
+        #: the same always-valid test on the user-level (bucketed, delta-method) CTR
+        self.user_sequential = {a: SequentialTest(exp.sequential_tau, exp.sequential_mde,
+                                                  exp.sequential_burn_in)
+                                for a in self.sequential}
+        #: alpha spent over ``planned_impressions`` (calibrated, not always valid)
+        self.user_gst = ({a: GroupSequentialTest(0.05) for a in self.sequential}
+                         if exp.planned_impressions else {})
         self._window: deque[tuple[float, Counter[tuple[str, str]]]] = deque()
         self.pending_items: Counter[tuple[str, str]] = Counter()
         self.pending_arms: Counter[tuple[str, str]] = Counter()
@@ -79,15 +87,25 @@ class ExperimentMonitor:
         self.pending_arms.update(folded)
         self.pending_items.update(report.item_events)
         now = self.clock()
-        self._window.append((now, folded))
+        self._window.append((now, Counter({k: n for k, n in folded.items() if "@" not in k[1]})))
         self._trim(now)
 
     def update(self) -> None:
         """Take one look for the sequential tests (moves their running minima); a write."""
         control = self.totals[self.exp.control]
+        b = self.exp.user_buckets
+        c_user = user_ratio(control, "click", b)
         for arm, test in self.sequential.items():
             t = self.totals[arm]
             test.update(control["click"], control["impression"], t["click"], t["impression"])
+            t_user = user_ratio(t, "click", b)
+            self.user_sequential[arm].update_ratio(c_user, t_user)
+            gst = self.user_gst.get(arm)
+            if gst is not None and c_user is not None and t_user is not None:
+                res = compare_ratio(c_user, t_user)
+                if res is not None and self.exp.planned_impressions:
+                    gst.look(res.z, (c_user.denominator + t_user.denominator)
+                             / self.exp.planned_impressions)
 
     def snapshot(self) -> dict[str, Any]:
         """CTR per arm (cumulative and windowed), lift and p-values vs control, SRM; a read."""
@@ -98,7 +116,12 @@ class ExperimentMonitor:
                 if arm in window:
                     window[arm][etype] += n
         return summarize(self.exp, self.totals, window=window,
-                         sequential_p={a: t.p_value for a, t in self.sequential.items()})
+                         sequential_p={a: t.p_value for a, t in self.sequential.items()},
+                         user_sequential_p={a: t.p_value
+                                            for a, t in self.user_sequential.items()},
+                         group_sequential={a: {"significant": g.rejected,
+                                               "information": g.t, "z_bound": g.z_bound}
+                                           for a, g in self.user_gst.items()})
 
     def _trim(self, now: float) -> None:
         while self._window and now - self._window[0][0] > self.exp.ctr_window_s:
@@ -140,6 +163,8 @@ class ExperimentMonitor:
             "totals": {a: dict(c) for a, c in self.totals.items()},
             "sequential": {a: s.p_value for a, s in self.sequential.items()},
             "sequential_tau": {a: s.tau for a, s in self.sequential.items()},
+            "user_sequential": {a: [s.p_value, s.tau] for a, s in self.user_sequential.items()},
+            "user_gst": {a: g.state() for a, g in self.user_gst.items()},
             "pending_items": [[i, t, n] for (i, t), n in self.pending_items.items()],
             "pending_arms": [[a, t, n] for (a, t), n in self.pending_arms.items()],
             "inflight": None if self.inflight is None else [
@@ -159,6 +184,14 @@ class ExperimentMonitor:
         for arm, tau in state.get("sequential_tau", {}).items():
             if arm in self.sequential and tau is not None and self.exp.sequential_tau is None:
                 self.sequential[arm].tau = float(tau)  # fixed at burn-in: keep it
+        for arm, (p, tau) in state.get("user_sequential", {}).items():
+            if arm in self.user_sequential:
+                self.user_sequential[arm].p_value = float(p)
+                if tau is not None and self.exp.sequential_tau is None:
+                    self.user_sequential[arm].tau = float(tau)
+        for arm, gst_state in state.get("user_gst", {}).items():
+            if arm in self.user_gst:
+                self.user_gst[arm].load(gst_state)
         self.pending_items = Counter({(i, t): n for i, t, n in state["pending_items"]})
         self.pending_arms = Counter({(fold_arm(a, self.arms), t): n
                                      for a, t, n in state["pending_arms"]})

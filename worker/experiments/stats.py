@@ -1,4 +1,16 @@
-"""Experiment statistics: two-proportion z-test, lift interval, mSPRT, sample-ratio mismatch.
+"""Experiment statistics: z-tests, lift intervals, mSPRT, sample-ratio mismatch.
+
+Two units of analysis. *Impression level* treats every impression as an independent
+Bernoulli trial (:func:`compare`, :func:`msprt_p_value`): cheap, and wrong whenever one user
+sees many impressions, because a user's impressions share a taste and are correlated, so
+the variance is underestimated and p-values come out too small. *User level* treats CTR as
+a ratio of per-unit sums, clicks over impressions, with a delta-method variance (Deng et
+al. 2018, "Applying the Delta Method in Metric Analytics"): the unit is a hash bucket of
+users (:func:`user_bucket`), so the state is a fixed number of integer counters per arm
+whatever the number of users, and the counters add across processes and restarts exactly
+like the per-arm totals. Users in different buckets are independent, so a bucket is a valid
+(coarser) unit; with ``B`` buckets the variance estimate has ``B - 1`` degrees of freedom
+(relative standard error about ``sqrt(2 / B)``, 4.4% at the default 1,024).
 
 Pure functions of counts (plus :class:`SequentialTest`, which keeps the running minimum that
 makes its p-value always valid). No scipy at run time: the few distribution functions
@@ -8,11 +20,15 @@ needed are written here and checked against scipy in the tests.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["LiftResult", "SequentialTest", "chi2_sf", "compare", "msprt_p_value",
-           "normal_sf", "srm_p_value"]
+import numpy as np
+
+__all__ = ["LiftResult", "RatioEstimate", "SequentialTest", "chi2_sf", "compare",
+           "compare_ratio", "msprt", "msprt_p_value", "normal_sf", "ratio_estimate",
+           "srm_p_value", "user_bucket"]
 
 
 def normal_sf(z: float) -> float:
@@ -67,6 +83,90 @@ def compare(clicks_c: int, imps_c: int, clicks_t: int, imps_t: int,
                       z, p)
 
 
+def user_bucket(user_id: str, buckets: int) -> int:
+    """The user's statistics bucket, as the ingest pipeline computes it for every event.
+
+    CRC-32 of the id: the same in every process, independent of the arm assignment (a
+    different hash), so each arm's buckets are random clusters of its users, and cheap
+    enough to run once per event.
+
+    >>> user_bucket("user-42", 1024) == user_bucket("user-42", 1024)
+    True
+    """
+    return zlib.crc32(user_id.encode()) % buckets
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """A ratio of per-unit sums (e.g. clicks / impressions) and its delta-method variance."""
+
+    ratio: float
+    var: float  # variance of ``ratio``
+    units: int  # units with a non-zero denominator
+    numerator: int
+    denominator: int
+
+
+def ratio_estimate(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray
+                   ) -> RatioEstimate | None:
+    """``sum(num) / sum(den)`` over units, with ``Var = sum((x - R y)^2) / (n (n-1) ybar^2)``.
+
+    Every unit counts in ``n``, including ones with nothing yet (a bucket with no user so
+    far is still a draw of the unit's distribution). None when the denominator is 0 or
+    there are fewer than two units with data.
+    """
+    x = np.asarray(num, dtype=np.float64)
+    y = np.asarray(den, dtype=np.float64)
+    total_y = float(y.sum())
+    n = len(y)
+    active = int(np.count_nonzero(y))
+    if total_y <= 0 or n < 2 or active < 2:
+        return None
+    r = float(x.sum()) / total_y
+    resid = x - r * y
+    var = float(resid @ resid) * n / ((n - 1) * total_y * total_y)
+    return RatioEstimate(r, var, active, int(x.sum()), int(total_y))
+
+
+def compare_ratio(control: RatioEstimate, treatment: RatioEstimate,
+                  confidence: float = 0.95) -> LiftResult | None:
+    """Treatment vs control on ratio metrics: Wald z on the difference, delta-method lift.
+
+    The difference's variance is the sum of the arms' (they hold disjoint users). The
+    relative lift's interval is on ``log(R_t / R_c)`` with ``Var(log R) = Var(R) / R^2``.
+    """
+    se = math.sqrt(control.var + treatment.var)
+    if se == 0:
+        return None
+    pc, pt = control.ratio, treatment.ratio
+    diff = pt - pc
+    z = diff / se
+    zq = _normal_quantile(0.5 + confidence / 2)
+    if pc > 0 and pt > 0:
+        se_log = math.sqrt(control.var / pc**2 + treatment.var / pt**2)
+        log_ratio = math.log(pt / pc)
+        lift, lift_low, lift_high = (pt / pc - 1, math.exp(log_ratio - zq * se_log) - 1,
+                                     math.exp(log_ratio + zq * se_log) - 1)
+    else:
+        lift = lift_low = lift_high = float("nan")
+    return LiftResult(pc, pt, diff, diff - zq * se, diff + zq * se, lift, lift_low, lift_high,
+                      z, 2 * normal_sf(abs(z)))
+
+
+def msprt(theta: float, var: float, tau: float) -> float:
+    """One-look mSPRT p-value of an estimated difference ``theta`` with variance ``var``.
+
+    Normal mixture N(0, tau^2) over the effect (Johari et al., KDD 2017): the p-value is
+    ``1 / LR`` capped at 1, where ``LR = sqrt(V / (V + tau^2)) exp(theta^2 tau^2 / (2 V (V +
+    tau^2)))``.
+    """
+    if var <= 0 or not math.isfinite(var):
+        return 1.0
+    t2 = tau * tau
+    log_lr = 0.5 * math.log(var / (var + t2)) + theta * theta * t2 / (2 * var * (var + t2))
+    return 1.0 if log_lr <= 0 else min(1.0, math.exp(-log_lr))
+
+
 def msprt_p_value(clicks_c: int, imps_c: int, clicks_t: int, imps_t: int,
                   tau: float = 0.02) -> float:
     """One-look mSPRT p-value (1 / mixture likelihood ratio, capped at 1).
@@ -78,13 +178,7 @@ def msprt_p_value(clicks_c: int, imps_c: int, clicks_t: int, imps_t: int,
     if imps_c <= 1 or imps_t <= 1:
         return 1.0
     pc, pt = clicks_c / imps_c, clicks_t / imps_t
-    var = pc * (1 - pc) / imps_c + pt * (1 - pt) / imps_t
-    if var <= 0:
-        return 1.0
-    t2 = tau * tau
-    theta = pt - pc
-    log_lr = 0.5 * math.log(var / (var + t2)) + theta * theta * t2 / (2 * var * (var + t2))
-    return 1.0 if log_lr <= 0 else min(1.0, math.exp(-log_lr))
+    return msprt(pt - pc, pc * (1 - pc) / imps_c + pt * (1 - pt) / imps_t, tau)
 
 
 class SequentialTest:
@@ -112,14 +206,32 @@ class SequentialTest:
         self.p_value = 1.0
 
     def update(self, clicks_c: int, imps_c: int, clicks_t: int, imps_t: int) -> float:
-        """Look at the current totals; returns the always-valid p-value so far."""
+        """Look at the current totals (impression level); the always-valid p-value so far."""
+        tau = self._ready(clicks_c, imps_c)
+        if tau is None or imps_t <= 1:
+            return self.p_value
+        self.p_value = min(self.p_value, msprt_p_value(clicks_c, imps_c, clicks_t, imps_t, tau))
+        return self.p_value
+
+    def update_ratio(self, control: RatioEstimate | None, treatment: RatioEstimate | None
+                     ) -> float:
+        """Look at user-level ratio estimates; the always-valid p-value so far."""
+        if control is None or treatment is None:
+            return self.p_value
+        tau = self._ready(control.numerator, control.denominator)
+        if tau is None:
+            return self.p_value
+        self.p_value = min(self.p_value, msprt(treatment.ratio - control.ratio,
+                                               control.var + treatment.var, tau))
+        return self.p_value
+
+    def _ready(self, clicks_c: int, imps_c: int) -> float | None:
+        """The mixture scale, fixing it from the control once burnt in; None before."""
         if self.tau is None:
             if imps_c < self.burn_in or clicks_c == 0:
-                return self.p_value
+                return None
             self.tau = self.mde * clicks_c / imps_c
-        self.p_value = min(self.p_value, msprt_p_value(clicks_c, imps_c, clicks_t, imps_t,
-                                                       self.tau))
-        return self.p_value
+        return self.tau
 
 
 def srm_p_value(observed: Sequence[int], shares: Sequence[float]) -> float:

@@ -128,7 +128,8 @@ def _pipeline(settings: Settings, subscribe: list[str], role: str,
                       max_users=ing.join_max_users, closed_memory=ing.join_closed_keys),
         deduper=Deduper(ing.dedupe_max_ids, int(ing.dedupe_window_s * 1000)),
         max_message_bytes=ing.max_message_bytes,
-        time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)))
+        time_policy=TimePolicy(int(ing.max_future_skew_s * 1000), int(ing.max_event_age_s * 1000)),
+        user_buckets=settings.experiment.user_buckets)
     if "events" in subscribe:  # pending joins follow their partition at a rebalance
         pipeline.handover = JoinHandover(RedisHandoverStore(
             redis_client(settings), settings.redis.prefix, k.group_id), topics.events)

@@ -109,11 +109,18 @@ class Metrics:
         self.arm_ctr_cumulative = Gauge("freshrec_arm_ctr_cumulative", "The worker's CTR per "
                                         "arm since it started counting", exp_labels, registry=r)
         self.p_value = Gauge("freshrec_experiment_p_value", "p-value of a treatment vs control "
-                             "(test = z | sequential | srm)", ["experiment", "arm", "test"],
-                             registry=r)
+                             "(test = z | sequential: impression level; z_user | "
+                             "sequential_user | purchase_user: user level; srm)",
+                             ["experiment", "arm", "test"], registry=r)
         self.lift = Gauge("freshrec_experiment_lift", "Relative CTR lift vs control and its 95% "
                           "interval (bound = estimate | low | high)",
                           ["experiment", "arm", "bound"], registry=r)
+        self.user_ctr = Gauge("freshrec_experiment_user_ctr", "CTR per arm as a ratio of "
+                              "per-user sums (user-level statistics)", exp_labels, registry=r)
+        self.user_lift = Gauge("freshrec_experiment_user_lift", "Relative CTR lift vs "
+                               "control with its user-level (delta-method) 95% interval "
+                               "(bound = estimate | low | high)",
+                               ["experiment", "arm", "bound"], registry=r)
         self.diff = Gauge("freshrec_experiment_diff", "Absolute CTR difference vs control and "
                           "its 95% interval (bound = estimate | low | high)",
                           ["experiment", "arm", "bound"], registry=r)
@@ -243,6 +250,17 @@ class Metrics:
                     self.diff.labels(exp, arm, bound).set(s["diff" + suffix])
             if "sequential_p" in s:
                 self.p_value.labels(exp, arm, "sequential").set(s["sequential_p"])
+            user = s.get("user", {})
+            if "ctr" in user:
+                self.user_ctr.labels(exp, arm).set(user["ctr"])
+            if "p_value" in user:
+                self.p_value.labels(exp, arm, "z_user").set(user["p_value"])
+                for bound, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+                    self.user_lift.labels(exp, arm, bound).set(user["lift" + suffix])
+            if "sequential_p" in user:
+                self.p_value.labels(exp, arm, "sequential_user").set(user["sequential_p"])
+            if "purchase_p_value" in user:
+                self.p_value.labels(exp, arm, "purchase_user").set(user["purchase_p_value"])
         self.p_value.labels(exp, "all", "srm").set(stats["srm_p_value"])
         self.srm_alert.labels(exp).set(1 if stats["srm_alert"] else 0)
 
