@@ -103,3 +103,16 @@ def test_kubernetes_workloads_probe_and_expose_what_freshrec_serves():
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
         assert any(ckpt.startswith(path) and name in claims for name, path in mounts.items())
+
+
+def test_kubernetes_serve_reads_its_api_token_from_a_mounted_secret():
+    serve = next(d for d in manifests() if d["metadata"]["name"] == "freshrec-serve"
+                 and d["kind"] == "Deployment")
+    pod = serve["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = next(e["value"] for e in container["env"]
+                if e["name"] == "FRESHREC_SERVE__API_TOKEN_FILE")
+    (mount,) = container["volumeMounts"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert path.startswith(mount["mountPath"] + "/") and mount["readOnly"]
+    assert path.rsplit("/", 1)[1] == "token" and volume["secret"]["secretName"]

@@ -253,6 +253,29 @@ class ServeSettings(_Section):
     # every request read from Redis with the pointer).
     cache_rows: int = Field(500_000, ge=0)
     seed: int = 0
+    # Bearer token the API asks for (``Authorization: Bearer <token>``); /healthz, /readyz
+    # and /metrics stay open. Set it from the environment (FRESHREC_SERVE__API_TOKEN) or
+    # name a file that holds it (a mounted Kubernetes Secret); neither: no authentication.
+    api_token: SecretStr | None = None
+    api_token_file: str | None = None
+
+    def token(self) -> str | None:
+        """The configured token (the file's first line when a file is named), or None.
+
+        Raises:
+            ValueError: the file cannot be read or is empty (a secret that failed to
+                mount must not silently open the API).
+        """
+        if self.api_token_file:
+            try:
+                text = Path(self.api_token_file).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"serve.api_token_file {self.api_token_file!r}: "
+                                 f"{exc.strerror}") from None
+            if not text:
+                raise ValueError(f"serve.api_token_file {self.api_token_file!r} is empty")
+            return text.splitlines()[0].strip()
+        return self.api_token.get_secret_value() if self.api_token is not None else None
 
 
 class StoreSettings(_Section):

@@ -27,12 +27,16 @@ class HttpRankClient:
     in-process.
     """
 
-    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 2.0, token: str | None = None
+                 ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected http://host:port, got {base_url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
         self.timeout_s = timeout_s
+        self._headers = {"content-type": "application/json"}
+        if token is not None:
+            self._headers["authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
 
     def rank(self, user_id: str, recent_items: Sequence[str], candidates: Sequence[str],
@@ -62,7 +66,7 @@ class HttpRankClient:
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection(self.host, self.port,
                                                             timeout=self.timeout_s)
-                self._conn.request("POST", path, body, {"content-type": "application/json"})
+                self._conn.request("POST", path, body, self._headers)
                 resp = self._conn.getresponse()
                 return resp.status, json.loads(resp.read() or b"{}")
             except (OSError, http.client.HTTPException) as exc:

@@ -19,6 +19,7 @@ Redis is unreachable; a body over ``serve.max_body_bytes`` is refused (413) unre
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at
 # runtime, and the rank request model is built per app from its limits.
+import hmac
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Annotated, Any, TypeVar
@@ -228,7 +229,8 @@ def create_app(service: RankService, cfg: ServeSettings,
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return _Server(BodyLimit(api, cfg.max_body_bytes), handlers, metrics, cfg.max_body_bytes)
+    return _Server(BodyLimit(api, cfg.max_body_bytes), handlers, metrics, cfg.max_body_bytes,
+                   cfg.token())
 
 
 def _respond(call: Callable[[], tuple[Any, dict[str, str]]]) -> Response:
@@ -239,12 +241,30 @@ def _respond(call: Callable[[], tuple[Any, dict[str, str]]]) -> Response:
     return _json(payload, 200, headers)
 
 
+#: Routes a probe or a scraper reaches without the API token.
+OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class _Server:
-    """Answers the hot routes itself, passes the rest on; times and counts every request."""
+    """Answers the hot routes itself, passes the rest on; times and counts every request.
+
+    With a token, every route but :data:`OPEN_ROUTES` needs ``Authorization: Bearer
+    <token>``; the comparison is constant-time (``hmac.compare_digest``), so the answer's
+    timing says nothing about how much of a guess was right.
+    """
 
     def __init__(self, app: ASGI, handlers: _Handlers, metrics: ServeMetrics,
-                 limit: int) -> None:
+                 limit: int, token: str | None = None) -> None:
         self.app, self.handlers, self.metrics, self.limit = app, handlers, metrics, limit
+        self._expected = None if token is None else f"Bearer {token}".encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._expected is None:
+            return True
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"authorization":
+                return hmac.compare_digest(value, self._expected)
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -255,6 +275,9 @@ class _Server:
         route = route_of(path)
         status = 500
         try:
+            if route not in OPEN_ROUTES and not self._authorized(scope):
+                raise Answer(401, "missing or wrong bearer token (Authorization: Bearer "
+                             "<serve.api_token>)", {"WWW-Authenticate": "Bearer"})
             if route == VECTORS_ROUTE and method == "GET":
                 arm = path[len("/v1/arms/"):-len("/vectors")]
                 status = await self._answer(send, lambda: self.handlers.vectors(

@@ -94,7 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     producer = KafkaEventProducer(k.client_options())
     slates: SlateSource
     if args.serve_url:
-        slates = HttpRankClient(args.serve_url)
+        slates = HttpRankClient(args.serve_url, token=settings.serve.token())
     else:
         client = redis_client(settings)
         slates = RankService(vector_store(settings, client), exp.arms, exp.salt,

@@ -77,8 +77,9 @@ def run_demo(config_file: str | None, overrides: dict[str, Any], opts: DemoOptio
                           prewarm_requests=opts.prewarm_requests,
                           new_item_every=opts.new_item_every)
         producer = KafkaEventProducer(settings.kafka.client_options())
-        sim = Simulator(sim_cfg, list(settings.experiment.arms), HttpRankClient(serve_url),
-                        producer.emit, (settings.kafka.events_topic, settings.kafka.items_topic),
+        client = HttpRankClient(serve_url, token=settings.serve.token())
+        sim = Simulator(sim_cfg, list(settings.experiment.arms), client, producer.emit,
+                        (settings.kafka.events_topic, settings.kafka.items_topic),
                         settings.experiment.salt)
         sim.publish_catalog()
         sim.prewarm()

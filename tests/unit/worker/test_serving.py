@@ -230,3 +230,31 @@ def test_lookup_json_is_exact_float32_whether_assembled_from_cached_rows_or_not(
         got = np.array([body["vectors"][IDS[7]], body["vectors"][IDS[3]]], np.float32)
         np.testing.assert_array_equal(got, want)  # shortest float32 text parses back exactly
         assert body["vectors"]["missing"] is None and body["vectors"]['q"uote\\'] is None
+
+
+def test_a_configured_token_guards_the_api_but_not_probes_or_metrics(tmp_path):
+    c = client(api_token="s3cret")
+    ask = ("/v1/arms/fresh/vectors", {"params": {"ids": IDS[0]}})
+    missing = c.get(ask[0], **ask[1])
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "bearer token" in missing.json()["detail"]
+    wrong = c.get(ask[0], **ask[1], headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status_code == 401
+    ok = c.get(ask[0], **ask[1], headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    rank = c.post("/v1/rank", json={"user_id": "u", "candidates": IDS[:5]})
+    assert rank.status_code == 401
+    assert c.get("/openapi.json").status_code == 401
+    for open_path in ("/healthz", "/readyz", "/metrics"):
+        assert c.get(open_path).status_code == 200
+    assert 'code="401",route="/v1/arms/{arm}/vectors"} 2.0' in c.get("/metrics").text
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    c = client(api_token_file=str(secret))
+    assert c.get(ask[0], **ask[1], headers={"Authorization": "Bearer from-a-file"}
+                 ).status_code == 200
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        client(api_token_file=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="No such file"):
+        client(api_token_file=str(tmp_path / "absent"))
