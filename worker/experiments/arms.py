@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from worker.config import ArmSettings
 
 __all__ = ["assign_arm"]
 
 
-def assign_arm(user_id: str, arms: Sequence[ArmSettings], salt: str = "freshrec") -> str:
+def assign_arm(user_id: str, arms: Sequence[ArmSettings], salt: str = "freshrec",
+               live: Mapping[str, float] | None = None, control: str | None = None) -> str:
     """Map a user to an arm by a salted hash, proportionally to the arms' shares.
 
     sha256 rather than ``hash()``: Python's string hash is randomised per process, and an
@@ -22,10 +23,16 @@ def assign_arm(user_id: str, arms: Sequence[ArmSettings], salt: str = "freshrec"
     True
     """
     digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(a.share for a in arms)
+    total = sum(a.share for a in arms)
+    point = int.from_bytes(digest[:8], "big") / 2**64 * total
     acc = 0.0
+    chosen = arms[-1]
     for arm in arms:
+        if point < acc + arm.share:
+            chosen = arm
+            break
         acc += arm.share
-        if point < acc:
-            return arm.name
-    return arms[-1].name
+    if (live is not None and control is not None and chosen.name in live
+            and (point - acc) / total >= live[chosen.name]):
+        return control
+    return chosen.name

@@ -20,11 +20,13 @@ from consumers.pipeline import IngestPipeline, Topics
 from consumers.replay import ReplayBuffers
 from model_store.checkpoints import CheckpointStore
 from model_store.counters import RedisCounters
+from model_store.documents import RedisDocuments
 from model_store.handover import RedisHandoverStore
 from model_store.redis_store import RedisVectorStore, connect
 from worker.config import Settings
 from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
+from worker.experiments.ramp import LiveShares, RampController, ramp_key
 from worker.learning.encoder import SemanticCache, TextEncoder, resolve_device
 from worker.learning.items import ItemTable
 from worker.learning.ranked import RankedTrainer, Ranks
@@ -68,6 +70,13 @@ def vector_store(settings: Settings, client: Any = None) -> RedisVectorStore:
     """The configured Redis vector store (on ``client``, else a new one)."""
     return RedisVectorStore(client if client is not None else redis_client(settings),
                             settings.redis.prefix, settings.redis.retention_versions)
+
+
+def ramp_controller(settings: Settings, client: Any = None) -> RampController:
+    """The experiment's guarded-ramp controller over the configured Redis."""
+    return RampController(settings.experiment, RedisDocuments(
+        client if client is not None else redis_client(settings)),
+        ramp_key(settings.redis.prefix, settings.experiment.name))
 
 
 def counters(settings: Settings, client: Any = None) -> RedisCounters:
@@ -147,10 +156,13 @@ def build_ingest_app(settings: Settings) -> IngestApp:
     metrics = Metrics()
     metrics.configure_experiment(settings.experiment.name,
                                  [a.name for a in settings.experiment.arms])
-    monitor = ExperimentMonitor(settings.experiment, counters(settings))
+    client = redis_client(settings)
+    shared = counters(settings, client)
+    monitor = ExperimentMonitor(settings.experiment, shared)
     sink = KafkaSampleSink(k.samples_topic, k.client_options())
     worker = Worker(pipeline, CheckpointStore(settings.store.checkpoint_dir, settings.store.keep),
-                    metrics, monitor=monitor,
+                    metrics, monitor=monitor, ramps=ramp_controller(settings, client),
+                    shared_totals=shared.arm_totals,
                     checkpoint_interval_s=settings.ingest.checkpoint_interval_s,
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
@@ -200,9 +212,13 @@ def build_app(settings: Settings, encoder: TextEncoder | None = None, role: str 
     trainer = make(settings.experiment.arms, settings.training,
                    ItemTable(encoder.dim, device, pipeline.item_index), encode, store,
                    dim=settings.model.dim, device=device, seed=settings.model.seed, drift=drift)
-    monitor = ExperimentMonitor(settings.experiment, counters(settings, client))
+    shared = counters(settings, client)
+    monitor = ExperimentMonitor(settings.experiment, shared)
     worker = Worker(pipeline, CheckpointStore(ckpt_dir, settings.store.keep), metrics,
                     trainer=trainer, monitor=monitor, drift=drift,
+                    # events are read here: this process may move guarded ramps
+                    ramps=ramp_controller(settings, client) if role == "all" else None,
+                    shared_totals=shared.arm_totals,
                     checkpoint_interval_s=ing.checkpoint_interval_s,
                     stats_interval_s=settings.experiment.stats_interval_s,
                     poll_max_records=k.poll_max_records, poll_timeout_s=k.poll_timeout_s,
@@ -226,9 +242,11 @@ def build_serve(settings: Settings) -> Any:
     store = vector_store(settings, client)
     vectors = (CachedVectors(store, cfg.version_max_age_s, cfg.cache_rows)
                if cfg.cache_rows else None)
-    service = RankService(vectors or store, settings.experiment.arms,
-                          settings.experiment.salt, counters(settings, client), cfg.seed,
-                          cfg.propensity_draws)
+    exp = settings.experiment
+    ramps = ramp_controller(settings, client)
+    service = RankService(vectors or store, exp.arms, exp.salt, counters(settings, client),
+                          cfg.seed, cfg.propensity_draws, exp.control,
+                          LiveShares(ramps) if ramps.ramped else None)
 
     def ping() -> bool:
         try:

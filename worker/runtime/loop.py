@@ -20,6 +20,8 @@ from model_store.base import StoreUnavailable
 from model_store.checkpoints import CheckpointStore
 from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
+from worker.experiments.ramp import RampController, live_shares
+from worker.experiments.summary import Counts
 from worker.learning.feed import SampleFeed
 from worker.learning.reports import CycleReport
 from worker.runtime.checkpointing import CheckpointChain
@@ -115,12 +117,16 @@ class Worker:
                  poll_max_records: int = 5000, poll_timeout_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic, overlap: bool = True,
                  checkpoint_full_every: int = 20, evictor: ItemEvictor | None = None,
-                 samples: SampleSink | None = None) -> None:
+                 samples: SampleSink | None = None, ramps: RampController | None = None,
+                 shared_totals: Callable[[], Counts] | None = None) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.trainer = trainer
         self.monitor = monitor
         self.drift = drift
+        # Guarded ramps, judged on the totals every worker adds to (Redis), not this one's.
+        self.ramps = ramps if ramps is not None and ramps.ramped else None
+        self.shared_totals = shared_totals
         self.experiment: dict[str, Any] | None = None  # last experiment statistics
         self.last_reports: dict[str, CycleReport] = {}
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -250,8 +256,27 @@ class Worker:
             return None
         self.monitor.update()
         self.experiment = self.monitor.snapshot()
+        if self.ramps is not None and self.shared_totals is not None:
+            self._look_at_ramps(self.experiment)
         self.metrics.record_experiment(self.experiment)
         return self.experiment
+
+    def _look_at_ramps(self, experiment: dict[str, Any]) -> None:
+        """Advance, hold or stop ramped arms; their SRM replaces the cumulative one."""
+        assert self.ramps is not None and self.shared_totals is not None  # noqa: S101
+        try:
+            state = self.ramps.look(self.shared_totals())
+        except StoreUnavailable as exc:
+            log.debug("ramps not judged (Redis unavailable): %s", exc)
+            return
+        exp = self.ramps.exp
+        shares = live_shares(exp, state)
+        experiment["srm_p_value"] = self.ramps.srm_p_value
+        experiment["srm_alert"] = self.ramps.srm_p_value < exp.srm_p_value
+        experiment["ramps"] = {a: {"step": r.step, "share": shares[a], "stopped": r.stopped,
+                                   "held": r.held, "reason": r.reason}
+                               for a, r in state.items()}
+        self.metrics.record_ramps(exp.name, experiment["ramps"], self.ramps.actions)
 
     def checkpoint(self) -> None:
         """Persist state and commit offsets (blocks; raises if either fails)."""

@@ -121,6 +121,16 @@ class Metrics:
                                "control with its user-level (delta-method) 95% interval "
                                "(bound = estimate | low | high)",
                                ["experiment", "arm", "bound"], registry=r)
+        self.ramp_share = Gauge("freshrec_experiment_ramp_share", "Live share of users of "
+                                "a ramped arm (0 once stopped)", exp_labels, registry=r)
+        self.ramp_step = Gauge("freshrec_experiment_ramp_step", "Current step of a ramped "
+                               "arm (0 = the first)", exp_labels, registry=r)
+        self.ramp_stopped = Gauge("freshrec_experiment_ramp_stopped", "1 while a guardrail "
+                                  "keeps the arm stopped (until released)", exp_labels,
+                                  registry=r)
+        self.ramp_actions = Counter("freshrec_experiment_ramp_actions_total", "Guarded-ramp "
+                                    "actions (action = advance | hold | stop)",
+                                    ["experiment", "arm", "action"], registry=r)
         self.diff = Gauge("freshrec_experiment_diff", "Absolute CTR difference vs control and "
                           "its 95% interval (bound = estimate | low | high)",
                           ["experiment", "arm", "bound"], registry=r)
@@ -263,6 +273,16 @@ class Metrics:
                 self.p_value.labels(exp, arm, "purchase_user").set(user["purchase_p_value"])
         self.p_value.labels(exp, "all", "srm").set(stats["srm_p_value"])
         self.srm_alert.labels(exp).set(1 if stats["srm_alert"] else 0)
+
+    def record_ramps(self, experiment: str, ramps: dict[str, dict[str, Any]],
+                     actions: Sequence[tuple[str, str]]) -> None:
+        """Export the guarded ramps' state and the actions of the last look."""
+        for arm, r in ramps.items():
+            self.ramp_share.labels(experiment, arm).set(r["share"])
+            self.ramp_step.labels(experiment, arm).set(r["step"])
+            self.ramp_stopped.labels(experiment, arm).set(1 if r["stopped"] else 0)
+        for arm, action in actions:
+            self.ramp_actions.labels(experiment, arm, action).inc()
 
     def record_drift(self, snap: dict[str, Any]) -> None:
         """Export :meth:`worker.experiments.drift_monitor.DriftMonitor.snapshot`."""

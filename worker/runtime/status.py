@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from worker.config import Settings
+from worker.experiments.ramp import live_shares
 from worker.experiments.stats import SequentialTest
-from worker.experiments.summary import summarize
-from worker.runtime.app import counters, redis_client, vector_store
+from worker.experiments.summary import summarize, user_ratio
+from worker.runtime.app import counters, ramp_controller, redis_client, vector_store
 
 __all__ = ["deployment_status"]
 
@@ -41,5 +42,20 @@ def deployment_status(settings: Settings) -> dict[str, Any]:
                totals.get(a.name, {}).get("click", 0),
                totals.get(a.name, {}).get("impression", 0))
            for a in exp.arms if a.name != exp.control}
-    return {"experiment": exp.name, "arms": arms,
-            "statistics": summarize(exp, totals, sequential_p=seq)}
+    c_user = user_ratio(control, "click", exp.user_buckets)
+    user_seq = {a.name: SequentialTest(exp.sequential_tau, exp.sequential_mde,
+                                       exp.sequential_burn_in).update_ratio(
+                    c_user, user_ratio(totals.get(a.name, {}), "click", exp.user_buckets))
+                for a in exp.arms if a.name != exp.control}
+    stats = summarize(exp, totals, sequential_p=seq, user_sequential_p=user_seq)
+    controller = ramp_controller(settings, client)
+    if controller.ramped:
+        ramps = controller.look(totals, act=False)
+        shares = live_shares(exp, ramps)
+        stats["srm_p_value"] = controller.srm_p_value
+        stats["srm_alert"] = controller.srm_p_value < exp.srm_p_value
+        stats["ramps"] = {a: {"step": r.step, "of": len(next(x.ramp for x in exp.arms
+                                                              if x.name == a)),
+                              "share": shares[a], "stopped": r.stopped, "held": r.held,
+                              "reason": r.reason} for a, r in ramps.items()}
+    return {"experiment": exp.name, "arms": arms, "statistics": stats}

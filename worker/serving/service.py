@@ -9,7 +9,7 @@ policy, and the propensity of every shown item, which the app stamps on its impr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,13 +61,18 @@ class RankService:
         stats: per-item impression/click counts for UCB and Thompson (None: zeros).
         seed: seeds the exploring policies' random streams.
         propensity_draws: Monte-Carlo draws behind Thompson propensities.
+        control: the control arm, which takes the users a ramped arm does not have yet.
+        shares: the live shares of guarded ramps (:class:`worker.experiments.ramp.LiveShares`);
+            None: the configured shares.
     """
 
     def __init__(self, store: VectorReader, arms: Sequence[ArmSettings], salt: str = "freshrec",
                  stats: ItemStats | None = None, seed: int = 0,
-                 propensity_draws: int = 32) -> None:
+                 propensity_draws: int = 32, control: str | None = None,
+                 shares: Callable[[], Mapping[str, float]] | None = None) -> None:
         self.arms = list(arms)
         self.salt = salt
+        self.control, self.shares = control, shares
         self.ranker = Ranker(store, stats)
         self.store = store
         self.policies: dict[str, Policy] = {}
@@ -80,7 +85,9 @@ class RankService:
 
     def arm_for(self, user_id: str) -> str:
         """The user's arm under the salted-hash rule (docs/contracts/http.md, "Arm assignment")."""
-        return assign_arm(user_id, self.arms, self.salt)
+        if self.shares is None:
+            return assign_arm(user_id, self.arms, self.salt)
+        return assign_arm(user_id, self.arms, self.salt, self.shares(), self.control)
 
     def check_arm(self, arm: str) -> str:
         """``arm`` if the experiment has it, else :class:`UnknownArm`."""

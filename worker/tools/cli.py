@@ -149,6 +149,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ramp(args: argparse.Namespace) -> int:
+    """Release an arm a guardrail stopped: back to its step's share, harm test from now."""
+    from worker.runtime.app import counters, ramp_controller, redis_client  # noqa: PLC0415
+
+    settings = _settings(args)
+    client = redis_client(settings)
+    controller = ramp_controller(settings, client)
+    try:
+        state = controller.release(args.arm, counters(settings, client).arm_totals())
+    except ValueError as exc:
+        print(f"ramp release failed: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"arm": args.arm, "step": state.step, "share": state.share,
+                      "stopped": state.stopped}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The HTTP lookup and ranking service on the configured Redis, until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415
@@ -253,6 +270,14 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--arm", required=True)
     rollback.add_argument("--release", action="store_true", help="remove the rollback pin")
     rollback.set_defaults(fn=cmd_rollback)
+
+    ramp = sub.add_parser("ramp", help="guarded ramps: release an arm a guardrail stopped")
+    ramp_sub = ramp.add_subparsers(dest="ramp_command", required=True)
+    release = ramp_sub.add_parser("release", help="resume a stopped arm at its step's share")
+    common(release)
+    release.add_argument("arm")
+    release.set_defaults(fn=cmd_ramp)
+
     serve = sub.add_parser("serve", help="HTTP service: item vectors and ranked slates")
     common(serve)
     serve.add_argument("--host", help="listen address (default serve.host)")

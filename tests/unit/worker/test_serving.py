@@ -233,7 +233,7 @@ def test_lookup_json_is_exact_float32_whether_assembled_from_cached_rows_or_not(
 
 
 def test_a_configured_token_guards_the_api_but_not_probes_or_metrics(tmp_path):
-    c = client(api_token="s3cret")
+    c = client(api_token="s3cret")  # noqa: S106 - a test token
     ask = ("/v1/arms/fresh/vectors", {"params": {"ids": IDS[0]}})
     missing = c.get(ask[0], **ask[1])
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from consumers.dlq import MemoryDeadLetters
+from consumers.events import RawMessage
 from consumers.pipeline import BatchReport, IngestPipeline
 from worker.config import ExperimentSettings
 from worker.experiments.group_sequential import GroupSequentialTest, obrien_fleming_spent
 from worker.experiments.monitor import ExperimentMonitor
 from worker.experiments.stats import compare, compare_ratio, ratio_estimate, user_bucket
 from worker.experiments.summary import bucket_counts
-from consumers.events import RawMessage
 from worker.tools.synthetic import ListSource, encode, traffic
 
 
@@ -100,7 +100,7 @@ def test_obrien_fleming_boundaries_spend_what_the_spending_function_allows():
     spent = obrien_fleming_spent(0.2, 0.05)
     assert spent == pytest.approx(2 * sps.norm.sf(sps.norm.ppf(0.975) / math.sqrt(0.2)))
     assert bounds[0] == pytest.approx(sps.norm.isf(spent / 2), abs=0.02)  # grid step 0.01
-    assert all(a > b for a, b in zip(bounds, bounds[1:]))  # O'Brien-Fleming shape
+    assert all(a > b for a, b in zip(bounds, bounds[1:], strict=False))  # O'Brien-Fleming shape
     assert 2.0 < bounds[-1] < 2.1 and obrien_fleming_spent(1.0, 0.05) == pytest.approx(0.05)
 
 
@@ -111,7 +111,8 @@ def test_group_sequential_spends_alpha_under_continuous_monitoring_and_survives_
     for _ in range(reps):
         b = np.cumsum(rng.normal(size=looks) * math.sqrt(1 / looks))
         gst = GroupSequentialTest(0.05)
-        hits += any(gst.look(float(bb / math.sqrt(t)), float(t)) for bb, t in zip(b, ts))
+        hits += any(gst.look(float(bb / math.sqrt(t)), float(t))
+                    for bb, t in zip(b, ts, strict=True))
     assert 0.035 < hits / reps < 0.065
     gst = GroupSequentialTest(0.05)
     for t in (0.2, 0.5):
