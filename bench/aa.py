@@ -1,6 +1,6 @@
 """A/A calibration: false-positive rate and power of the experiment statistics.
 
-    python -m bench.aa [--experiments 400] [--users 4000] [--looks 50] [--lift 0.1]
+    python -m bench.aa [--experiments 1000] [--users 4000] [--looks 50] [--lift 0.1]
 
 Each experiment draws users with heterogeneous taste, as real users are: a per-user CTR
 from Beta(0.4, 3.6) (mean 0.10; intra-user correlation 1 / (a + b + 1) = 0.2) and a
@@ -119,7 +119,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def main() -> None:
     ap = parser("bench.aa", __doc__)
-    ap.add_argument("--experiments", type=int, default=400)
+    ap.add_argument("--experiments", type=int, default=1000)
     ap.add_argument("--users", type=int, default=4000, help="users per experiment")
     ap.add_argument("--looks", type=int, default=50, help="looks of the sequential tests")
     ap.add_argument("--lift", type=float, default=0.1, help="true relative lift for power")

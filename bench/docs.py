@@ -70,6 +70,16 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
              "are `docs/demo-history.jsonl` and `docs/freshrec-report.png`."),
     "quality": ("Quality on the simulator", "Progressive AUC and CTR of the incremental "
                 "lineage against a frozen copy, around a preference shift."),
+    "aa": ("A/A calibration of the experiment statistics", "Hundreds of simulated A/A "
+           "experiments with heterogeneous users through the real statistics code: the "
+           "false-positive rate at alpha 0.05 of the impression-level and the user-level "
+           "tests, fixed-horizon, group-sequential and always valid; then power at a true "
+           "lift. Target: user-level rates within [0.03, 0.07]. See docs/experiments.md."),
+    "ope": ("Off-policy evaluation on a closed loop", "The fresh arm's CTR estimated by "
+            "`freshrec ope`'s code (IPS, SNIPS, DR, direct method) from the exploring "
+            "control arm's logs alone, against the fresh arm's measured online CTR over "
+            "the same period and the simulator's truth, per slate depth with the effective "
+            "sample size. Target: the top slot's intervals cover the online CTR."),
 }
 
 #: Figures owed to a machine with a GPU: the commands, ready to run there.

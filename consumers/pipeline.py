@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
 
@@ -36,35 +35,13 @@ from consumers.joiner import Joiner
 from consumers.parse import DEFAULT_MAX_BYTES, parse_event, parse_item
 from consumers.pipeline_state import load_pipeline_state, pipeline_marks, pipeline_state
 from consumers.replay import ReplayBuffers
+from consumers.report import BatchReport
 from consumers.samples import decode_sample, sample_key
 
 __all__ = ["BatchReport", "IngestPipeline", "Topics"]
 
 #: Persists the pipeline state (and anything the caller adds) for the given offsets.
 PersistFn = Callable[[Offsets], None]
-
-
-@dataclass
-class BatchReport:
-    """What one :meth:`IngestPipeline.step` did; the worker turns it into metrics."""
-
-    messages: int = 0
-    consumed: Counter[str] = field(default_factory=Counter)  # by event type, plus "item"
-    rejected: Counter[str] = field(default_factory=Counter)  # by reason
-    duplicates: int = 0
-    samples: int = 0
-    positives: int = 0
-    join_outcomes: Counter[str] = field(default_factory=Counter)
-    #: (arm, event type) -> count; an impression at position 0 also counts as a request.
-    #: Impressions, clicks and purchases are also counted per user bucket, as event type
-    #: ``"{type}@{bucket}"`` (the units of the user-level statistics).
-    arm_events: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: (item_id, event type) -> count, for the exploration statistics
-    item_events: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: entries the state caps dropped, by state (closed_keys, user_histories, dedupe_ids)
-    evicted: Counter[str] = field(default_factory=Counter)
-    #: pending impressions moved at a rebalance: released, adopted; stale hand-overs
-    handover: Counter[str] = field(default_factory=Counter)
 
 
 class IngestPipeline:

@@ -116,3 +116,7 @@ class VectorStore(Protocol):
     def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
         """Every item of the current version: (version, ids, vectors)."""
         ...
+
+    def version_vectors(self, arm: str, version: str) -> tuple[list[str], np.ndarray]:
+        """Every item of one retained version: (ids, vectors); LookupError if not retained."""
+        ...

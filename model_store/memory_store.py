@@ -106,6 +106,19 @@ class MemoryVectorStore:
         with self._lock:
             self._pinned.discard(arm)
 
+    def version_vectors(self, arm: str, version: str) -> tuple[list[str], np.ndarray]:
+        """Every item of one retained version (LookupError if it is not retained)."""
+        with self._lock:
+            if (arm, version) not in self._info:
+                raise LookupError(f"arm {arm!r}: version {version!r} is not retained")
+            rows: dict[str, np.ndarray] = {}
+            for layer in reversed(self._layers(arm, version)):
+                rows.update(layer)
+            ids = sorted(rows)
+            dim = self._info[(arm, version)].dim
+            mat = np.stack([rows[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)
+            return ids, mat
+
     def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
         """Every item of the current version."""
         with self._lock:

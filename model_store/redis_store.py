@@ -257,29 +257,47 @@ class RedisVectorStore:
         got = self.client.get(self.base(arm) + "pinned")
         return got.decode() if got else None
 
+    def version_vectors(self, arm: str, version: str) -> tuple[list[str], np.ndarray]:
+        """Every item of one retained version (for offline use: off-policy evaluation).
+
+        Raises:
+            LookupError: the version is not retained (or a layer of it was retired).
+        """
+        info = self.info(arm, version)
+        got = self._read_layers(arm, info) if info is not None else None
+        if got is None:
+            raise LookupError(f"arm {arm!r}: version {version!r} is not retained; "
+                              f"retained: {self.versions(arm)}")
+        return got
+
     def all_vectors(self, arm: str) -> tuple[str | None, list[str], np.ndarray]:
         """Every item of the current version (HGETALL of each immutable layer)."""
-        base = self.base(arm)
         for _ in range(5):
-            version_b = self.client.get(base + "current")
+            version_b = self.client.get(self.base(arm) + "current")
             if not version_b:
                 return None, [], np.zeros((0, 0), np.float32)
             version = version_b.decode()
             info = self.info(arm, version)
-            if info is None:
-                continue
-            pipe = self.client.pipeline(transaction=True)
-            for layer in info.layers():
-                pipe.hgetall(f"{base}vec:{layer}")
-            layers = pipe.execute()
-            data: dict[bytes, bytes] = {}
-            for layer_data in reversed(layers):  # oldest first, newest wins
-                data.update(layer_data)
-            if layers[-1]:  # the full base layer is there: nothing was retired meanwhile
-                ids = [k.decode() for k in data]
-                mat = np.frombuffer(b"".join(data.values()), "<f4").reshape(len(ids), -1)
-                return version, ids, mat.copy()
+            got = self._read_layers(arm, info) if info is not None else None
+            if got is not None:
+                return version, *got
         raise RuntimeError(f"arm {arm!r}: current version kept vanishing")
+
+    def _read_layers(self, arm: str, info: VersionInfo) -> tuple[list[str], np.ndarray] | None:
+        """A version's rows from its layers, newest winning; None if its base was retired."""
+        base = self.base(arm)
+        pipe = self.client.pipeline(transaction=True)
+        for layer in info.layers():
+            pipe.hgetall(f"{base}vec:{layer}")
+        layers = pipe.execute()
+        if not layers[-1]:
+            return None
+        data: dict[bytes, bytes] = {}
+        for layer_data in reversed(layers):  # oldest first, newest wins
+            data.update(layer_data)
+        ids = [k.decode() for k in data]
+        mat = np.frombuffer(b"".join(data.values()), "<f4").reshape(len(ids), -1)
+        return ids, mat.copy()
 
 
 def _info_to_hash(info: VersionInfo) -> dict[str, Any]:

@@ -184,3 +184,20 @@ def test_a_delta_over_a_version_that_is_not_current_is_refused(store):
     assert store.versions("s") == ["v2", "v1"]
     store.publish("s", "v3", ["x"], vecs(1, 2, 3.0), info("v3", 1, 2), parent="v2")
     assert store.lookup("s", ["x"])[0] == "v3"
+
+
+def test_a_retained_version_reads_back_whole_while_newer_ones_serve(store):
+    """Off-policy evaluation scores an older version: every row as it was published."""
+    store.publish("o", "v1", ["x", "y", "z"], vecs(3, 2, 1.0), info("v1", 3, 2))
+    store.publish("o", "v2", ["y", "w"], np.full((2, 2), 7.0, np.float32), info("v2", 4, 2),
+                  parent="v1")
+    store.publish("o", "v3", ["x"], np.full((1, 2), 9.0, np.float32), info("v3", 4, 2),
+                  parent="v2")
+    ids, mat = store.version_vectors("o", "v2")
+    rows = dict(zip(ids, mat.tolist(), strict=True))
+    assert rows == {"x": [1.0, 1.0], "y": [7.0, 7.0], "z": [3.0, 3.0], "w": [7.0, 7.0]}
+    ids, mat = store.version_vectors("o", "v1")
+    assert sorted(ids) == ["x", "y", "z"] and mat.shape == (3, 2)
+    assert store.lookup("o", ["x"])[0] == "v3"  # reading an old version moves nothing
+    with pytest.raises(LookupError, match="not retained"):
+        store.version_vectors("o", "v0")

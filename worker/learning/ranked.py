@@ -190,6 +190,10 @@ class FollowerStore:
         """The real store's vectors."""
         return self.store.all_vectors(arm)
 
+    def version_vectors(self, arm: str, version: str) -> tuple[list[str], np.ndarray]:
+        """The real store's vectors of ``version``."""
+        return self.store.version_vectors(arm, version)
+
 
 class RankedTrainer(Trainer):
     """A :class:`Trainer` that takes every decision together with the other ranks."""

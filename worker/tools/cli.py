@@ -13,31 +13,19 @@ import sys
 import threading
 from collections.abc import Sequence
 
-import numpy as np
-
-from worker.config import Settings, load_settings
 from worker.tools.errors import describe_error
-from worker.tools.overrides import set_overrides
+from worker.tools.ope import add_ope_command
+from worker.tools.operate import add_operator_commands
+from worker.tools.overrides import add_common, set_overrides, settings_from_args
 
 __all__ = ["main"]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = set_overrides(args.set or [])
-    for flag, section, key in (("bootstrap_servers", "kafka", "bootstrap_servers"),
-                               ("redis_url", "redis", "url"), ("group_id", "kafka", "group_id"),
-                               ("metrics_port", "metrics", "port")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = value
-    return load_settings(args.config, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The worker against the configured Kafka and Redis, until SIGINT/SIGTERM."""
     from worker.runtime.app import build_app, build_ingest_app  # noqa: PLC0415 - fast --help
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     app = build_ingest_app(settings) if args.role == "ingest" else build_app(settings,
                                                                               role=args.role)
     restored = app.worker.restore()
@@ -87,7 +75,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from worker.tools.simulate import SimConfig, Simulator  # noqa: PLC0415
     from worker.tools.traffic import drive  # noqa: PLC0415
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     k, exp = settings.kafka, settings.experiment
     if k.create_topics:
         ensure_topics(k.client_options(), {k.events_topic: k.partitions, k.items_topic: 1})
@@ -110,62 +98,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lookup(args: argparse.Namespace) -> int:
-    """Print the vectors of items for an arm (JSON: version, and per item a list or null)."""
-    from worker.runtime.app import vector_store  # noqa: PLC0415
-
-    store = vector_store(_settings(args))
-    version, vecs, found = store.lookup(args.arm, args.items)
-    out = {"arm": args.arm, "version": version,
-           "vectors": {i: (np.round(v, 6).tolist() if f else None)
-                       for i, v, f in zip(args.items, vecs, found, strict=True)}}
-    print(json.dumps(out))
-    return 0 if version is not None else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Current version, retained versions and pin of every arm, and the experiment so far."""
-    from worker.runtime.status import deployment_status  # noqa: PLC0415
-
-    print(json.dumps(deployment_status(_settings(args)), indent=2))
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    """Flip an arm back to its previous version and pin it (or --release the pin)."""
-    from worker.runtime.app import vector_store  # noqa: PLC0415
-
-    store = vector_store(_settings(args))
-    if args.release:
-        store.unpin(args.arm)
-        print(json.dumps({"arm": args.arm, "pinned": None}))
-        return 0
-    try:
-        version = store.rollback(args.arm)
-    except LookupError as exc:
-        print(f"rollback failed: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"arm": args.arm, "current": version, "pinned": version}))
-    return 0
-
-
-def cmd_ramp(args: argparse.Namespace) -> int:
-    """Release an arm a guardrail stopped: back to its step's share, harm test from now."""
-    from worker.runtime.app import counters, ramp_controller, redis_client  # noqa: PLC0415
-
-    settings = _settings(args)
-    client = redis_client(settings)
-    controller = ramp_controller(settings, client)
-    try:
-        state = controller.release(args.arm, counters(settings, client).arm_totals())
-    except ValueError as exc:
-        print(f"ramp release failed: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"arm": args.arm, "step": state.step, "share": state.share,
-                      "stopped": state.stopped}))
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """The HTTP lookup and ranking service on the configured Redis, until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415
@@ -177,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if overrides:
         settings = settings.model_copy(
             update={"serve": settings.serve.model_copy(update=overrides)})
@@ -212,15 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="print tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", help="TOML config file (see docs/configuration.md)")
-        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override any setting, e.g. --set training.lr=0.005")
-        sp.add_argument("--bootstrap-servers", dest="bootstrap_servers")
-        sp.add_argument("--redis-url", dest="redis_url")
-
     run = sub.add_parser("run", help="run the worker against Kafka and Redis")
-    common(run)
+    add_common(run)
     run.add_argument("--group-id", dest="group_id")
     run.add_argument("--metrics-port", dest="metrics_port", type=int)
     run.add_argument("--role", choices=("all", "ingest", "train"), default="all",
@@ -246,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo)
 
     sim = sub.add_parser("simulate", help="traffic generator against any broker")
-    common(sim)
+    add_common(sim)
     sim.add_argument("--requests", type=int, default=10_000)
     sim.add_argument("--rate", type=float, default=200.0)
     sim.add_argument("--seed", type=int, default=7)
@@ -255,31 +180,11 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: the serving rules in-process on the configured Redis)")
     sim.set_defaults(fn=cmd_simulate)
 
-    lookup = sub.add_parser("lookup", help="print item vectors of an arm")
-    common(lookup)
-    lookup.add_argument("--arm", required=True)
-    lookup.add_argument("items", nargs="+")
-    lookup.set_defaults(fn=cmd_lookup)
-
-    status = sub.add_parser("status", help="versions and pins of every arm")
-    common(status)
-    status.set_defaults(fn=cmd_status)
-
-    rollback = sub.add_parser("rollback", help="flip an arm back to its previous version")
-    common(rollback)
-    rollback.add_argument("--arm", required=True)
-    rollback.add_argument("--release", action="store_true", help="remove the rollback pin")
-    rollback.set_defaults(fn=cmd_rollback)
-
-    ramp = sub.add_parser("ramp", help="guarded ramps: release an arm a guardrail stopped")
-    ramp_sub = ramp.add_subparsers(dest="ramp_command", required=True)
-    release = ramp_sub.add_parser("release", help="resume a stopped arm at its step's share")
-    common(release)
-    release.add_argument("arm")
-    release.set_defaults(fn=cmd_ramp)
+    add_operator_commands(sub)
+    add_ope_command(sub)
 
     serve = sub.add_parser("serve", help="HTTP service: item vectors and ranked slates")
-    common(serve)
+    add_common(serve)
     serve.add_argument("--host", help="listen address (default serve.host)")
     serve.add_argument("--port", type=int, help="listen port (default serve.port)")
     serve.set_defaults(fn=cmd_serve)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["UsageError", "set_overrides"]
+from worker.config import Settings, load_settings
+
+__all__ = ["UsageError", "add_common", "set_overrides", "settings_from_args"]
 
 
 class UsageError(Exception):
@@ -40,3 +43,24 @@ def set_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return out
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings tree: config file, env, then --set and the named flags on top."""
+    overrides = set_overrides(args.set or [])
+    for flag, section, key in (("bootstrap_servers", "kafka", "bootstrap_servers"),
+                               ("redis_url", "redis", "url"), ("group_id", "kafka", "group_id"),
+                               ("metrics_port", "metrics", "port")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return load_settings(args.config, overrides)
+
+
+def add_common(sp: argparse.ArgumentParser) -> None:
+    """The flags every command that reaches Kafka or Redis takes."""
+    sp.add_argument("--config", help="TOML config file (see docs/configuration.md)")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override any setting, e.g. --set training.lr=0.005")
+    sp.add_argument("--bootstrap-servers", dest="bootstrap_servers")
+    sp.add_argument("--redis-url", dest="redis_url")

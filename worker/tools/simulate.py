@@ -11,7 +11,9 @@ The simulator asks for every slate as an app would, from a
 :class:`worker.serving.service.SlateSource`: ``freshrec serve`` over HTTP in the demo, the
 same rules in-process in tests. The answer names the user's arm, the version and each
 item's propensity, which the simulator stamps on the impression, click and purchase events
-it emits (a share of clicks is followed by a purchase) in the contract format. When the
+it emits (a share of clicks is followed by a purchase) in the contract format; the first
+impression of a request also carries the candidates and the history the app sent, the
+context off-policy evaluation needs. When the
 service cannot answer, it shows a random order, as an app falls back to a default. It does
 not read Kafka: it only produces.
 """
@@ -230,7 +232,9 @@ class Simulator:
             base = {"ts": ts, "user_id": user_id, "item_id": item_id, "request_id": req,
                     "arm": arm, "position": pos, "propensity": props[pos],
                     "model_version": version or ""}
-            self._send({**base, "event_id": f"{req}-i{pos}", "type": "impression"}, user_id)
+            context = {"candidates": candidates, "history": recent} if pos == 0 else {}
+            self._send({**base, **context, "event_id": f"{req}-i{pos}", "type": "impression"},
+                       user_id)
             self.impressions[arm] += 1
             if hit:
                 self._send({**base, "event_id": f"{req}-c{pos}", "type": "click",
