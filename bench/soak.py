@@ -12,6 +12,8 @@ duplicate, unexpected exit or crash loop.
     python -m bench.soak                       # the acceptance scale
     python -m bench.soak --events 3000 --hostile 600 --kills 2 --redis-outage-s 3
 
+Besides the random kills, one lands ``--kill-after-outage-s`` after Redis is back.
+
 Half-way the producer pauses, the soak waits until the worker has taken in everything sent
 so far, and restarts the broker: the embedded broker keeps its log in memory, so it comes
 back as a new, empty cluster (topics re-created, committed offsets gone), as after losing
@@ -257,6 +259,8 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
     ap.add_argument("--hostile", type=int, default=20_000)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--redis-outage-s", type=float, default=20.0)
+    ap.add_argument("--kill-after-outage-s", type=float, default=0.2,
+                    help="one more kill this long after Redis is back (negative: none)")
     ap.add_argument("--no-broker-restart", action="store_true",
                     help="skip the broker restart half-way")
     ap.add_argument("--rate", type=float, default=1500.0, help="messages per second")
@@ -332,6 +336,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
                 worker.check()
                 redis.start()
                 outage_done = True
+                if args.kill_after_outage_s >= 0:
+                    # A kill as Redis comes back: the checkpoint the outage held back may be
+                    # written while its commit is not.
+                    time.sleep(args.kill_after_outage_s)
+                    worker.kill9()
             if sender.paused.is_set() and not sender.resume.is_set():
                 # The memory broker forgets its log on restart: let the worker take in
                 # everything sent so far, keep the dead letters, then restart it empty.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +51,19 @@ class EventSource(Protocol):
 
     def take_assignment(self) -> set[tuple[str, int]] | None:
         """The partitions assigned at the last rebalance, once (None: none since asked)."""
+        ...
+
+    def resume(self, offsets: Offsets, incarnations: Mapping[str, str]) -> None:
+        """A restored state covers everything below ``offsets``: do not hand it out again.
+
+        ``incarnations`` names the log each offset belongs to (topic -> id, from
+        :meth:`incarnations` when the state was saved); a topic recreated since is read from
+        its start instead, since its offsets belong to another log.
+        """
+        ...
+
+    def incarnations(self) -> dict[str, str]:
+        """The id of the log being read per topic (saved with the offsets; {} if unknown)."""
         ...
 
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:

@@ -1,29 +1,28 @@
-"""kafka-python behind the project's seams: a consumer-group EventSource, a producer, topic admin.
+"""kafka-python behind the project's seams: the consumer-group EventSource.
 
-The dead-letter producer is in :mod:`consumers.kafka_dlq`.
+Clients, the plain producer and topic admin are in :mod:`consumers.kafka_clients`
+(re-exported here); the dead-letter producer is in :mod:`consumers.kafka_dlq`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.base import SourceUnavailable
 from consumers.events import Message, Offsets
+from consumers.kafka_clients import KafkaEventProducer, connect_client, ensure_topics
 
 __all__ = ["KafkaEventProducer", "KafkaEventSource", "Shard", "connect_client", "ensure_topics"]
 
 log = logging.getLogger(__name__)
-_C = TypeVar("_C")
 
 #: Consumer defaults tuned for fast group joins: the broker waits about half a session
 #: timeout for members on a join, so 6 s sessions join in ~3 s instead of ~25 s.
@@ -38,16 +37,6 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     # auto-created one (after a broker lost its topics) would give it the broker's default.
     "allow_auto_create_topics": False,
 }
-
-
-def connect_client(client: Callable[..., _C], options: Mapping[str, Any]) -> _C:
-    """Build a kafka-python client; an unreachable broker is :class:`SourceUnavailable`."""
-    try:
-        return client(**options)
-    except KafkaError as exc:  # kafka-python gives up bootstrapping after ~30 s
-        servers = options.get("bootstrap_servers")
-        where = ",".join(servers) if isinstance(servers, list) else str(servers)
-        raise SourceUnavailable(f"cannot reach Kafka at {where} ({exc})") from exc
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,7 +102,7 @@ class KafkaEventSource:
         # An offset read before a rebalance is stale once the group has handed the
         # partition out again (and after a broker lost its log, it points past the new one).
         self._read_since_assign: set[TopicPartition] = set()
-        self._topic_ids: dict[str, object] = {}  # topic -> id of the incarnation being read
+        self._topic_ids: dict[str, str] = {}  # topic -> id of the incarnation being read
         self._reset: set[str] = set()  # recreated topics to read from the start
         # Next offset after the last record handed out, per partition of the current
         # incarnations: a record below it was handed out before and is not handed out again.
@@ -137,6 +126,25 @@ class KafkaEventSource:
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
         """Install the callback run before partitions are revoked; it returns what to commit."""
         self.revoke_hook = hook
+
+    def resume(self, offsets: Offsets, incarnations: Mapping[str, str]) -> None:
+        """Records below ``offsets`` are in a restored state: they are not handed out again.
+
+        A checkpoint can be written and its commit lost (a kill in between, or an outage
+        that holds the commit back): the group then hands out the records between the two
+        again, and a rejected one would be dead-lettered twice. Only topics whose log id
+        was known when the offsets were saved are skipped this way: a log lost since has a
+        new id, and is read from its start by the incarnation check.
+        """
+        for topic, topic_id in incarnations.items():
+            self._topic_ids.setdefault(topic, topic_id)
+        for (topic, partition), offset in offsets.items():
+            if topic in incarnations:
+                self._next[TopicPartition(topic, partition)] = offset
+
+    def incarnations(self) -> dict[str, str]:
+        """The id of the log read so far, per topic (saved with the offsets)."""
+        return dict(self._topic_ids)
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         """Poll once; flatten the per-partition records into one list (no copies)."""
@@ -194,10 +202,10 @@ class KafkaEventSource:
         cluster = self._consumer._cluster  # noqa: SLF001 - topic ids have no public accessor
         recreated: set[str] = set()
         for topic in {tp.topic for tp in assigned}:
-            now = cluster.topic_id(topic)
-            before = self._topic_ids.get(topic)
-            if now is None:
+            found = cluster.topic_id(topic)
+            if found is None:
                 continue
+            now, before = str(found), self._topic_ids.get(topic)
             if before is not None and now != before:
                 log.warning("topic %s was recreated (id %s, was %s): reading it from the start",
                             topic, now, before)
@@ -269,37 +277,3 @@ class KafkaEventSource:
     def close(self) -> None:
         """Leave the group without committing."""
         self._consumer.close(autocommit=False)
-
-
-class KafkaEventProducer:
-    """Plain producer for the simulator and benchmarks: ``emit(topic, key, value)``."""
-
-    def __init__(self, client_options: Mapping[str, Any], linger_ms: int = 5) -> None:
-        self._producer = connect_client(KafkaProducer, {"linger_ms": linger_ms, "acks": 1,
-                                                  **client_options})
-
-    def emit(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one record (non-blocking unless the buffer is full)."""
-        self._producer.send(topic, key=key, value=value)
-
-    def flush(self) -> None:
-        """Block until everything queued is acknowledged."""
-        self._producer.flush()
-
-    def close(self) -> None:
-        """Flush and close."""
-        self._producer.flush()
-        self._producer.close()
-
-
-def ensure_topics(client_options: Mapping[str, Any], topics: Mapping[str, int]) -> None:
-    """Create the given topics (name -> partitions) if missing; existing ones are left alone."""
-    admin = connect_client(KafkaAdminClient, dict(client_options))
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(name, parts, 1) for name, parts in topics.items() if name not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a racing creator won
-                admin.create_topics(new)
-    finally:
-        admin.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from consumers.base import DeadLetterSink
+from consumers.base import DeadLetterSink, EventSource
 from consumers.catalog import Catalog
 from consumers.dedupe import Deduper
 from consumers.events import Offsets, Sample, sample_from_list, sample_to_list
@@ -31,6 +31,7 @@ class IngestPipeline(Protocol):
     catalog: Catalog
     fresh: list[Sample]
     dead_letters: DeadLetterSink
+    source: EventSource
 
 
 def pipeline_marks(p: IngestPipeline) -> dict[str, int]:
@@ -62,6 +63,8 @@ def pipeline_state(p: IngestPipeline, since: dict[str, int] | None = None) -> di
         # Dead letters are flushed before this state is taken: everything past this
         # DLQ position came after it, and is not sent again on redelivery.
         "dlq_position": [[q, o] for q, o in p.dead_letters.position().items()],
+        # The logs the offsets belong to: a restart skips what the state holds already.
+        "incarnations": p.source.incarnations(),
     }
 
 
@@ -84,3 +87,4 @@ def load_pipeline_state(p: IngestPipeline, state: dict[str, Any], final: bool = 
     p.fresh = [sample_from_list(f) for f in state["fresh"]]
     if "dlq_position" in state:
         p.dead_letters.resume_after({int(q): int(o) for q, o in state["dlq_position"]})
+    p.source.resume(p.offsets, state.get("incarnations", {}))

@@ -166,6 +166,49 @@ def test_oversized_and_hostile_messages_reach_the_dlq_once_across_a_crash(
         second.pipeline.source.close()
 
 
+def test_dead_letters_a_checkpoint_holds_are_not_sent_again_when_its_commit_was_lost(
+        kafka_options, uid, tmp_path):
+    """A kill after a checkpoint is written and before its offsets are committed (an outage
+    can hold a commit back for seconds): the restart reads again from the older commit, and
+    the bad messages in between are in the restored state already, their dead letters too."""
+    topics = make_topics(kafka_options, uid, partitions=2)
+    good = list(traffic(160, seed=5))
+    bad = [b"not json", b"{}", b'{"type": "impression"}']
+    tail = good[120:]
+    values = keyed(good[:60]) + [(b"u1", v) for v in bad] + keyed(good[60:120])
+    first = make_worker(kafka_options, topics, uid, tmp_path, poll_max_records=30)
+    first.restore()
+    drain(first, produce(kafka_options, topics.events, keyed(good[:1])))
+    first.checkpoint()  # an early commit: the restart reads again from here
+    ends = produce(kafka_options, topics.events, values)
+    drain(first, ends)
+
+    def killed(_offsets):
+        raise RuntimeError("killed after the checkpoint, before the commit")
+
+    first.pipeline.source.commit = killed  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        first.checkpoint()
+    first.pipeline.source.revoke_hook = None  # a kill -9 runs no rebalance hook
+    first.pipeline.source.close()
+
+    second = make_worker(kafka_options, topics, uid, tmp_path)
+    try:
+        assert second.restore()
+        # More traffic behind the replayed part: draining to its end reads the replay first.
+        drain(second, produce(kafka_options, topics.events, keyed(tail)))
+        second.checkpoint()
+        dead = read_dlq(kafka_options, topics.dlq, len(bad) + 1, timeout_s=8)
+        sources = Counter((h["freshrec.source.partition"], h["freshrec.source.offset"])
+                          for _, h in dead)
+        assert len(dead) == len(bad) and max(sources.values()) == 1, sources
+        second.pipeline.flush_joins()
+        got = Counter(map(sample_key, second.pipeline.buffers.recent.items))
+        assert got == Counter(map(sample_key, expected_samples(good)))
+    finally:
+        second.pipeline.source.close()
+
+
 def test_consumer_lag_counts_messages_the_worker_has_not_fetched_yet(kafka_options, uid,
                                                                       tmp_path):
     topics = make_topics(kafka_options, uid, partitions=2)

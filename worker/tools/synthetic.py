@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -90,6 +90,13 @@ class ListSource:
     def take_assignment(self) -> set[tuple[str, int]] | None:
         """None: a list never rebalances."""
         return None
+
+    def resume(self, offsets: Offsets, incarnations: Mapping[str, str]) -> None:
+        """Nothing to skip: a list is read once, from where it stands."""
+
+    def incarnations(self) -> dict[str, str]:
+        """None known: a list has no log ids."""
+        return {}
 
     def set_revoke_hook(self, hook: Callable[[], Offsets]) -> None:
         """Keep the hook (a list never rebalances)."""
