@@ -100,9 +100,15 @@ class DeadLetterSink(Protocol):
         """
         ...
 
-    def resume_after(self, position: dict[int, int]) -> int:
+    def incarnation(self) -> str:
+        """The id of the sink's log the position counts in ("" if unknown); saved with it."""
+        ...
+
+    def resume_after(self, position: dict[int, int], incarnation: str = "") -> int:
         """Learn which messages were dead-lettered after ``position`` (a checkpoint's).
 
-        Their redelivery is then not dead-lettered twice. Returns how many were found.
+        Their redelivery is then not dead-lettered twice. A position counted in another log
+        than today's (``incarnation`` differs: the broker lost it) reads the whole log.
+        Returns how many were found.
         """
         ...

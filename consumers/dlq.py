@@ -78,6 +78,10 @@ class MemoryDeadLetters:
         """Records held so far (one partition)."""
         return {0: len(self.records)}
 
-    def resume_after(self, position: dict[int, int]) -> int:
+    def incarnation(self) -> str:
+        """One log, never lost while the process lives."""
+        return ""
+
+    def resume_after(self, position: dict[int, int], incarnation: str = "") -> int:
         """Memory does not survive a restart: nothing to recover."""
         return 0

@@ -127,8 +127,11 @@ class KafkaDeadLetterSink:
             raise SourceUnavailable(f"{len(self._unsent)} dead letters not acknowledged")
 
     def _advance(self, partition: int, next_offset: int) -> None:
-        pos = self.position()
-        pos[partition] = max(pos.get(partition, 0), next_offset)
+        # The latest acknowledgement wins, not the largest: acks arrive in send order, so
+        # within one log they only grow, and after the broker lost the log (a new, empty
+        # one) the position must follow it down, or a restore would read the new dead
+        # letters from a point past them and send them again.
+        self.position()[partition] = next_offset
 
     def position(self) -> dict[int, int]:
         """Next DLQ offset per partition (read from the broker once, then from acks)."""
@@ -144,7 +147,14 @@ class KafkaDeadLetterSink:
                 reader.close()
         return self._position
 
-    def resume_after(self, position: dict[int, int]) -> int:
+    def incarnation(self) -> str:
+        """The DLQ topic's id as the producer last saw it ("" if the broker has none)."""
+        if self._producer is None:
+            return ""
+        found = self._producer._metadata.topic_id(self.topic)  # noqa: SLF001 - no public accessor
+        return "" if found is None else str(found)
+
+    def resume_after(self, position: dict[int, int], incarnation: str = "") -> int:
         """Read the dead letters written after ``position`` and remember their sources."""
         reader = self._reader()
         try:
@@ -152,9 +162,12 @@ class KafkaDeadLetterSink:
             if not tps:
                 return 0
             ends = exact_ends(reader, tps)
-            # Past the end: the broker lost the DLQ's log (a restarted memory broker, a
-            # recreated topic), so every dead letter it holds now is newer than ours.
-            starts = {tp: 0 if position.get(tp.partition, 0) > ends[tp]
+            now = reader._client.cluster.topic_id(self.topic)  # noqa: SLF001 - as above
+            # Another log, or past the end: the broker lost the DLQ's log (a restarted
+            # memory broker, a recreated topic), so every dead letter it holds now is newer
+            # than the checkpoint.
+            lost = bool(incarnation) and now is not None and str(now) != incarnation
+            starts = {tp: 0 if lost or position.get(tp.partition, 0) > ends[tp]
                       else position.get(tp.partition, 0) for tp in tps}
 
             def remember(rec: Any) -> None:

@@ -63,6 +63,7 @@ def pipeline_state(p: IngestPipeline, since: dict[str, int] | None = None) -> di
         # Dead letters are flushed before this state is taken: everything past this
         # DLQ position came after it, and is not sent again on redelivery.
         "dlq_position": [[q, o] for q, o in p.dead_letters.position().items()],
+        "dlq_incarnation": p.dead_letters.incarnation(),
         # The logs the offsets belong to: a restart skips what the state holds already.
         "incarnations": p.source.incarnations(),
     }
@@ -86,5 +87,6 @@ def load_pipeline_state(p: IngestPipeline, state: dict[str, Any], final: bool = 
     p.buffers.load_state_dict(state["buffers"])
     p.fresh = [sample_from_list(f) for f in state["fresh"]]
     if "dlq_position" in state:
-        p.dead_letters.resume_after({int(q): int(o) for q, o in state["dlq_position"]})
+        p.dead_letters.resume_after({int(q): int(o) for q, o in state["dlq_position"]},
+                                    state.get("dlq_incarnation", ""))
     p.source.resume(p.offsets, state.get("incarnations", {}))

@@ -80,6 +80,7 @@ class Worker:
         self.clock = clock
         self._last_checkpoint = self._last_stats = clock()
         self._dirty = False
+        self._checkpointed = False  # a checkpoint exists (restored or written)
         # overlap=False runs each cycle inline on the polling thread (the previous behaviour).
         self._trainer_thread = (ThreadPoolExecutor(1, thread_name_prefix="freshrec-trainer")
                                 if overlap and trainer is not None else None)
@@ -94,7 +95,8 @@ class Worker:
 
     def restore(self) -> bool:
         """Load the newest valid checkpoint chain, if any. Returns True if one was loaded."""
-        return self.chain.restore(self.pipeline, self.trainer, self.monitor)
+        self._checkpointed = self.chain.restore(self.pipeline, self.trainer, self.monitor)
+        return self._checkpointed
 
     def run_once(self) -> BatchReport:
         """One poll + process; then a training cycle and/or checkpoint when due."""
@@ -231,6 +233,7 @@ class Worker:
                                        len(buffers.reservoir), len(self.pipeline.catalog))
         self._last_checkpoint = self.clock()
         self._dirty = False
+        self._checkpointed = True
 
     def run(self, stop: threading.Event, max_backoff_s: float = 30.0) -> None:
         """Loop until ``stop`` is set; checkpoint once more on the way out.
@@ -242,6 +245,11 @@ class Worker:
         backoff = 0.5
         while not stop.is_set():
             try:
+                if not self._checkpointed:
+                    # Before the first message: where the dead-letter topic ends now. A
+                    # kill before the next checkpoint then restores this one, and the dead
+                    # letters sent meanwhile are read back instead of sent twice.
+                    self.checkpoint()
                 self.run_once()
             except (SourceUnavailable, StoreUnavailable) as exc:
                 dep = "kafka" if isinstance(exc, SourceUnavailable) else "redis"
