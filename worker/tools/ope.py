@@ -58,7 +58,7 @@ def read_decisions(events: Iterable[bytes | str]
     """(decisions in time order, clicks as (ts, user, item), lines skipped by reason)."""
     decode = msgspec.json.Decoder()
     decisions: dict[str, Decision] = {}
-    clicks: list[tuple[int, str, str]] = []
+    clicks: list[Click] = []
     skipped: Counter[str] = Counter()
     for raw in events:
         if not raw.strip():
@@ -66,21 +66,26 @@ def read_decisions(events: Iterable[bytes | str]
         try:
             ev = decode.decode(raw)
             etype, request, user, item = ev["type"], ev["request_id"], ev["user_id"], ev["item_id"]
-            ts = int(ev["ts"])
+            ts, position = int(ev["ts"]), ev.get("position", 0)
+            propensity = float(ev.get("propensity", 1.0))
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             skipped["unreadable"] += 1
             continue
+        if etype not in ("click", "impression") or type(position) is not int:
+            continue
+        d = decisions.get(request)
+        if d is None:
+            d = decisions[request] = Decision(request, user, "", ts)
         if etype == "click":
             clicks.append((ts, user, item))
-            decisions.setdefault(request, Decision(request, user, "", ts)).clicked.add(item)
-        elif etype == "impression":
-            d = decisions.setdefault(request, Decision(request, user, "", ts))
-            d.arm, d.ts = str(ev.get("arm", "")), min(d.ts, ts) if d.shown else ts
-            position = ev.get("position", 0)
-            d.shown[position] = (item, float(ev.get("propensity", 1.0)))
-            if position == 0:
-                d.candidates = ev.get("candidates")
-                d.history = ev.get("history")
+            d.clicked.add(item)
+            continue
+        # A request's time is its impressions' (its click may be read first).
+        d.ts = min(d.ts, ts) if d.shown else ts
+        d.arm = str(ev.get("arm", ""))
+        d.shown[position] = (item, propensity)
+        if position == 0:
+            d.candidates, d.history = ev.get("candidates"), ev.get("history")
     out = [d for d in decisions.values() if d.shown]  # else: clicks of requests before the log
     clicks.sort()
     return sorted(out, key=lambda d: (d.ts, d.request_id)), clicks, skipped
