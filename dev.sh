@@ -37,7 +37,9 @@ case "$cmd" in
     NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet -d "$site"
     rm -rf "$site"
     "$VENV/bin/python" -m bench.docs --check
-    exec "$VENV/bin/python" -m pytest -q -p no:logging "$@"
+    # Two test processes: most integration tests wait on a broker, Redis or a subprocess,
+    # so two overlap well even on two cores (FRESHREC_TEST_WORKERS overrides; 0 = one process).
+    exec "$VENV/bin/python" -m pytest -q -p no:logging -n "${FRESHREC_TEST_WORKERS:-2}" "$@"
     ;;
   *) echo "usage: ./dev.sh demo [freshrec demo flags] | ./dev.sh test [pytest flags]" >&2; exit 2 ;;
 esac

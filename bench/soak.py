@@ -60,26 +60,36 @@ from worker.tools.synthetic import encode, traffic
 TOPIC, ITEMS, DLQ = "soak.events", "soak.items", "soak.dlq"
 
 
-def hostile(k: int, now_ms: int, rng: random.Random) -> tuple[bytes, str]:
-    """The k-th hostile message and the reason it must be dead-lettered with."""
+def hostile(k: int, now_ms: int, rng: random.Random) -> tuple[bytes, str, str]:
+    """The k-th hostile message, the reason it must be dead-lettered with, and its topic."""
     base = {"event_id": f"bad-{k}", "ts": now_ms, "type": "click", "user_id": "u1",
             "item_id": "i1", "request_id": f"bad-r{k}", "arm": "fresh"}
-    kind = k % 8
+    kind = k % 13
     if kind == 0:
-        return encode(base).replace(b'"bad-', b'"\xff\xfe-', 1), "not_utf8"
+        return encode(base).replace(b'"bad-', b'"\xff\xfe-', 1), "not_utf8", TOPIC
     if kind == 1:
-        return b"[" * 10_000 + b"]" * 10_000, "not_json"
+        return b"[" * 10_000 + b"]" * 10_000, "not_json", TOPIC
     if kind == 2:
-        return encode({**base, "ts": now_ms + 10 * 365 * 86_400_000}), "bad_ts"
+        return encode({**base, "ts": now_ms + 10 * 365 * 86_400_000}), "bad_ts", TOPIC
     if kind == 3:
-        return encode({**base, "ts": 2**63}), "bad_ts"
+        return encode({**base, "ts": 2**63}), "bad_ts", TOPIC
     if kind == 4:
-        return encode({**base, "ts": now_ms // 1000}), "bad_ts"
+        return encode({**base, "ts": now_ms // 1000}), "bad_ts", TOPIC
     if kind == 5:
-        return b"{not json" + bytes([rng.randrange(32, 127)]), "not_json"
+        return b"{not json" + bytes([rng.randrange(32, 127)]), "not_json", TOPIC
     if kind == 6:
-        return encode({k2: v for k2, v in base.items() if k2 != "user_id"}), "missing_field"
-    return encode({**base, "pad": "x" * 70_000}), "too_large"
+        return encode({k2: v for k2, v in base.items() if k2 != "user_id"}), "missing_field", TOPIC
+    if kind == 7:
+        return encode({**base, "pad": "x" * 70_000}), "too_large", TOPIC
+    if kind == 8:  # a lone surrogate escape: no UTF-8 form
+        return encode(base).replace(b'"u1"', b'"u\\ud800"', 1), "not_json", TOPIC
+    if kind == 9:  # a NUL in an id
+        return encode({**base, "user_id": "u\x001"}), "bad_value", TOPIC
+    if kind == 10:  # one character over the id limit
+        return encode({**base, "item_id": "i" * 257}), "bad_value", TOPIC
+    if kind == 11:  # a key written twice, the earlier occurrence of the wrong type
+        return b'{"ts":"soon",' + encode(base)[1:], "bad_type", TOPIC
+    return encode({"item_id": f"bad-i{k}", "ts": now_ms, "text": " "}), "bad_value", ITEMS
 
 
 class Worker:
@@ -137,7 +147,7 @@ class Worker:
 class Producer(threading.Thread):
     """Sends the messages at a fixed rate; can stop at a message index until resumed."""
 
-    def __init__(self, bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float,
+    def __init__(self, bootstrap: str, messages: list[tuple[str, bytes, bytes]], rate: float,
                  pause_at: int | None) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.messages, self.rate, self.pause_at = (bootstrap, messages,
@@ -157,8 +167,8 @@ class Producer(threading.Thread):
         """
         producer = self._client()
         start, sent_before = time.monotonic(), 0
-        pending: list[tuple[Any, bytes, bytes]] = []
-        for n, (key, value) in enumerate(self.messages):
+        pending: list[tuple[Any, str, bytes, bytes]] = []
+        for n, (topic, key, value) in enumerate(self.messages):
             if n == self.pause_at:
                 self._confirm(producer, pending)
                 producer.close()
@@ -166,7 +176,7 @@ class Producer(threading.Thread):
                 self.resume.wait()
                 producer = self._client()  # a new connection to the restarted broker
                 start, sent_before = time.monotonic(), n
-            pending.append((producer.send(TOPIC, key=key, value=value), key, value))
+            pending.append((producer.send(topic, key=key, value=value), topic, key, value))
             ahead = (n + 1 - sent_before) / self.rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
@@ -174,9 +184,9 @@ class Producer(threading.Thread):
         producer.close()
 
     @staticmethod
-    def _confirm(producer: KafkaProducer, pending: list[tuple[Any, bytes, bytes]]) -> None:
+    def _confirm(producer: KafkaProducer, pending: list[tuple[Any, str, bytes, bytes]]) -> None:
         producer.flush()
-        for first, key, value in pending:
+        for first, topic, key, value in pending:
             future = first
             for attempt in range(20):
                 try:
@@ -184,23 +194,24 @@ class Producer(threading.Thread):
                     break
                 except Exception:  # noqa: BLE001 - not acknowledged: send it again
                     time.sleep(0.5 * (attempt + 1))
-                    future = producer.send(TOPIC, key=key, value=value)
+                    future = producer.send(topic, key=key, value=value)
                     producer.flush()
             else:
                 raise RuntimeError("the broker never acknowledged a message")
         pending.clear()
 
 
-def interleave(events: list[dict[str, Any]], bad: list[tuple[bytes, str]],
-               seed: int) -> list[tuple[bytes, bytes, str]]:
-    """Good and hostile messages as (key, value, tag), hostile ones at random places.
+def interleave(events: list[dict[str, Any]], bad: list[tuple[bytes, str, str]],
+               seed: int) -> list[tuple[str, bytes, bytes, str]]:
+    """Good and hostile messages as (topic, key, value, tag), hostile ones at random places.
 
     The tag is "arm:type" for a good event and "dlq:reason" for a hostile message.
     """
     rng = random.Random(seed)
-    out = [(e["user_id"].encode(), encode(e), f"{e['arm']}:{e['type']}") for e in events]
-    for value, reason in bad:
-        out.insert(rng.randrange(len(out) + 1), (b"u-bad", value, f"dlq:{reason}"))
+    out = [(TOPIC, e["user_id"].encode(), encode(e), f"{e['arm']}:{e['type']}")
+           for e in events]
+    for value, reason, topic in bad:
+        out.insert(rng.randrange(len(out) + 1), (topic, b"u-bad", value, f"dlq:{reason}"))
     return out
 
 
@@ -289,9 +300,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
     events = list(traffic(requests, seed=args.seed, t0=now_ms - 600_000 - requests * 100,
                           users=500, items=2000, arms=("control", "fresh")))
     bad = [hostile(k, now_ms, rng) for k in range(args.hostile)]
-    bad[0] = (b"x" * (10 << 20), "too_large")  # and one 10 MiB message
+    bad[0] = (b"x" * (10 << 20), "too_large", TOPIC)  # and one 10 MiB message
     messages = interleave(events, bad, args.seed)
-    truth = Counter(tag for _, _, tag in messages)
+    truth = Counter(tag for *_, tag in messages)
     pause_at = None if args.no_broker_restart else len(messages) // 2
     topics = {TOPIC: 4, ITEMS: 1, DLQ: 1}
     dead: list[tuple[str | None, Any]] = []
@@ -319,7 +330,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         worker.start()
         start = time.monotonic()
         total = len(messages) / args.rate
-        sender = Producer(stack.bootstrap, [(k, v) for k, v, _ in messages], args.rate,
+        sender = Producer(stack.bootstrap, [(t, k, v) for t, k, v, _ in messages], args.rate,
                           pause_at)
         sender.start()
         kill_at = sorted(rng.uniform(0.1, 0.9) * total for _ in range(args.kills))
@@ -344,7 +355,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
             if sender.paused.is_set() and not sender.resume.is_set():
                 # The memory broker forgets its log on restart: let the worker take in
                 # everything sent so far, keep the dead letters, then restart it empty.
-                half = Counter(tag for _, _, tag in messages[:pause_at])
+                half = Counter(tag for *_, tag in messages[:pause_at])
                 deadline = time.monotonic() + args.drain_timeout_s
                 dump_at = time.monotonic() + 60.0
                 while (not drained(counters, stack.bootstrap, half, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,13 @@ _EVENT_DECODER = msgspec.json.Decoder(BehaviourEvent)
 _ITEM_DECODER = msgspec.json.Decoder(ItemUpdate)
 _ANY_DECODER = msgspec.json.Decoder()
 _T = TypeVar("_T")
+#: C0 controls, DEL and C1 controls: never part of an id (a NUL or a line break in an id would
+#: reach Redis keys, metric labels and log lines).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: Bytes without which no decoded string can hold a control character: a JSON string holds
+#: C0 controls only as escapes, DEL raw, and C1 controls as two-byte UTF-8 sequences (0xC2 ..).
+_CONTROL_MARKERS = (b"\\", b"\x7f", b"\xc2")
+_EVENT_IDS = ("event_id", "user_id", "item_id", "request_id", "arm")
 
 
 def decode_object(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
@@ -63,7 +71,24 @@ def _req_str(obj: dict[str, Any], name: str) -> str | Rejection:
         return Rejection(Reason.BAD_TYPE, f"{name!r} must be a string")
     if not val or len(val) > _MAX_ID_CHARS:
         return Rejection(Reason.BAD_VALUE, f"{name!r} must have 1..{_MAX_ID_CHARS} characters")
+    if _CONTROL.search(val):
+        return Rejection(Reason.BAD_VALUE, f"{name!r} must not contain control characters")
     return val
+
+
+def _may_hold_controls(value: bytes) -> bool:
+    """Whether a message's strings could hold a control character.
+
+    A cheap byte scan that spares the common message a per-field check.
+    """
+    return any(marker in value for marker in _CONTROL_MARKERS)
+
+
+def _controls_in(obj: Any, names: tuple[str, ...]) -> Rejection | None:
+    for name in names:
+        if _CONTROL.search(getattr(obj, name)):
+            return Rejection(Reason.BAD_VALUE, f"{name!r} must not contain control characters")
+    return None
 
 
 def _req_ts(obj: dict[str, Any]) -> int | Rejection:
@@ -130,9 +155,13 @@ def parse_event(value: bytes | None,
     """
     if value is not None and len(value) <= max_bytes:
         try:
-            return _EVENT_DECODER.decode(value)
+            event = _EVENT_DECODER.decode(value)
         except _DECODE_ERRORS:
             pass
+        else:
+            if not _may_hold_controls(value):
+                return event
+            return _controls_in(event, _EVENT_IDS) or event
     obj = decode_object(value, max_bytes)
     if isinstance(obj, Rejection):
         return obj
@@ -155,7 +184,8 @@ def _checked_event(obj: dict[str, Any]) -> BehaviourEvent | Rejection:
         return rest
     # The checks above mirror the struct's constraints; anything they let through that the
     # C decoder refused (e.g. a float ts) is reported as a type error rather than accepted.
-    return Rejection(Reason.BAD_TYPE, "fields do not match the event schema")
+    return Rejection(Reason.BAD_TYPE, "fields do not match the event schema "
+                                      "(or a key is written twice, once with a wrong type)")
 
 
 @_guarded
@@ -165,7 +195,9 @@ def parse_item(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> ItemU
         try:
             item = _ITEM_DECODER.decode(value)
             if item.text.strip():  # blank text would give every blank item the same vector
-                return item
+                if not _may_hold_controls(value):
+                    return item
+                return _controls_in(item, ("item_id",)) or item
         except _DECODE_ERRORS:
             pass
     obj = decode_object(value, max_bytes)
@@ -187,4 +219,5 @@ def parse_item(value: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> ItemU
     attributes = obj.get("attributes")
     if attributes is not None and type(attributes) is not dict:
         return Rejection(Reason.BAD_TYPE, "'attributes' must be an object")
-    return Rejection(Reason.BAD_TYPE, "fields do not match the item schema")
+    return Rejection(Reason.BAD_TYPE, "fields do not match the item schema "
+                                      "(or a key is written twice, once with a wrong type)")

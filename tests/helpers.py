@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consumers.events import BehaviourEvent, RawMessage, Sample
@@ -11,8 +12,8 @@ from consumers.joiner import Joiner
 from consumers.parse import parse_event
 from worker.tools.synthetic import encode, event, traffic
 
-__all__ = ["encode", "event", "expected_samples", "malformed", "raw", "sample_key", "traffic",
-           "wait_for"]
+__all__ = ["encode", "event", "expected_samples", "malformed", "raw", "sample_key", "run_members",
+           "traffic", "wait_for"]
 
 
 def malformed() -> list[tuple[bytes, str]]:
@@ -59,6 +60,38 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 
             return
         time.sleep(step_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def run_members(steps: Sequence[Callable[[], object]], until: Callable[[], bool],
+                timeout_s: float, what: str) -> None:
+    """Call each step in a loop on its own thread, as separate processes would, until
+    ``until()`` holds.
+
+    Group members must each keep polling for a rebalance to finish: the coordinator answers
+    one member's JoinGroup only once every member has rejoined, so one thread stepping the
+    members in turn can stall a join for as long as the member it waits in blocks.
+    """
+    stop, failed = threading.Event(), []
+
+    def loop(step: Callable[[], object]) -> None:
+        try:
+            while not stop.is_set():
+                step()
+        except BaseException as exc:  # reported on the test's thread
+            failed.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=loop, args=(s,), daemon=True) for s in steps]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: bool(failed) or until(), timeout_s=timeout_s, what=what)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    if failed:
+        raise failed[0]
 
 
 def raw(value: bytes | None, topic: str = "freshrec.events", offset: int = 0) -> RawMessage:

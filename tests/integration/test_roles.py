@@ -8,7 +8,7 @@ import pytest
 
 from consumers.kafka_source import KafkaEventProducer, ensure_topics
 from model_store.redis_store import RedisVectorStore
-from tests.helpers import expected_samples, sample_key
+from tests.helpers import expected_samples, run_members, sample_key
 from tests.integration.test_worker_e2e import (
     committed_total,
     overrides,
@@ -79,14 +79,10 @@ def test_two_ingest_processes_and_a_trainer_label_every_impression_once(
     apps = [*ingest, train]
     try:
         # Both ingest members hold their partitions before the first event (a scale-up
-        # mid-stream is the next test). The embedded broker now and then keeps a group
-        # re-joining for a minute or more (see test_rebalance_commits.py): a wide wait.
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not all(
-                a.pipeline.source._consumer.assignment() for a in ingest):
-            for a in apps:
-                a.worker.run_once()
-        assert all(a.pipeline.source._consumer.assignment() for a in ingest)
+        # mid-stream is the next test); each member polls on its own thread meanwhile.
+        run_members([a.worker.run_once for a in apps],
+                    lambda: all(a.pipeline.source._consumer.assignment() for a in ingest),
+                    timeout_s=150, what="both ingest members to hold a partition")
         events = simulate(settings["ingest"].kafka.client_options(),
                           (f"{uid}.events", f"{uid}.items"), 500)
         want = sorted(map(sample_key, expected_samples(events, window_ms=5000)))
@@ -145,11 +141,11 @@ def test_scale_from_one_to_two_ingest_processes_mid_stream_loses_no_label(
         second = build_ingest_app(settings["ingest"])  # the scale-up
         apps.append(second)
         members = (first, second)
-        deadline = time.monotonic() + 150  # the group may take a while to settle
-        while time.monotonic() < deadline and not all(
-                len(a.pipeline.source._consumer.assignment()) == 1 for a in members):
-            for a in members:
-                a.worker.run_once()
+        run_members([a.worker.run_once for a in members],  # the group may take a while
+                    lambda: all(len(a.pipeline.source._consumer.assignment()) == 1
+                                for a in members),
+                    timeout_s=150, what="each ingest member to hold one partition")
+        deadline = time.monotonic() + 120
         produce(settings["ingest"], uid, held + events[cut:])
         drain_and_train(members, train, event_ends(settings["ingest"], uid), want, deadline)
         moved = {(name, event): a.metrics.registry.get_sample_value(
