@@ -47,9 +47,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "scale": ("Scale: publish and checkpoint cost", "Full against delta publishes and "
               "checkpoints at two catalog sizes: per-cycle cost should be flat in catalog "
               "size."),
-    "memory": ("Memory under all-distinct ids", "Peak RSS of an uncapped and a capped "
-               "worker over all-distinct users, items and requests. Target: capped peak "
-               "within the budget."),
+    "memory": ("Memory under all-distinct ids", "Peak RSS of a worker at the default "
+               "settings (caps derived from `ingest.memory_budget_bytes`) and of one without "
+               "a budget, over all-distinct users, items and requests, with what each cap "
+               "evicted. Target: the defaults' peak within the budget."),
     "serve": ("Serving latency", "`freshrec serve` lookups and ranks with ids drawn per "
               "request from Zipf(1.1) and uniform popularity, cache on and off, beside raw "
               "Redis reads. Targets on the Zipf workload: lookup p99 <= 2 ms, rank p99 <= "

@@ -12,11 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.config.experiment import ArmSettings, ExperimentSettings
+from worker.config.memory import budgeted_ingest
 from worker.config.section import Section
 
 __all__ = ["ArmSettings", "DriftSettings", "ExperimentSettings", "IngestSettings", "KafkaSettings",
@@ -80,6 +81,10 @@ class IngestSettings(Section):
     max_future_skew_s: float = Field(3600.0, ge=0)  # event ts ahead of log time; 0: off
     max_event_age_s: float = Field(30 * 86400.0, ge=0)  # event ts behind log time; 0: off
     dlq_max_value_bytes: int = Field(512 * 1024, ge=1024)  # larger rejects are truncated
+    # The worker's memory budget (default sized for a 2 GB container): the item, user,
+    # closed-key and dedupe caps not set explicitly derive from it (worker.config.memory).
+    # 0: no budget, the caps' own defaults apply.
+    memory_budget_bytes: int = Field(1_600_000_000, ge=0)
     dedupe_max_ids: int = Field(1_000_000, ge=1)
     dedupe_window_s: float = Field(3600.0, ge=0)
     join_window_s: float = Field(1800.0, gt=0)
@@ -261,6 +266,14 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     serve: ServeSettings = ServeSettings()
     store: StoreSettings = StoreSettings()
+
+    @model_validator(mode="after")
+    def _memory_budget(self) -> Settings:
+        """Fill the state caps left unset from ``ingest.memory_budget_bytes``."""
+        caps = budgeted_ingest(self.ingest, self.model.dim, len(self.experiment.arms))
+        if caps:
+            object.__setattr__(self, "ingest", self.ingest.model_copy(update=caps))
+        return self
 
     @classmethod
     def settings_customise_sources(
