@@ -28,7 +28,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-__all__ = ["Checkpoint", "CheckpointError", "CheckpointStore"]
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointStore", "CheckpointUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ _MANIFEST = "manifest.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, foreign or of an unsupported version."""
+
+
+class CheckpointUnavailable(OSError):
+    """A checkpoint could not be written (disk full, read-only, gone): nothing was written.
+
+    Transient by nature: the half-written folder is removed, the newest complete checkpoint
+    and its chain are untouched, and a later save (once there is room) starts where this
+    one would have.
+    """
 
 
 @dataclass
@@ -89,6 +98,18 @@ class CheckpointStore:
         final = self.root / f"ckpt-{seq:09d}"
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write(tmp, final, state, tensors, meta, parent, seq)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointUnavailable(exc.errno, f"checkpoint not written to {self.root}: "
+                                        f"{exc.strerror or exc}") from exc
+        self._retain()
+        return final
+
+    def _write(self, tmp: Path, final: Path, state: dict[str, Any],
+               tensors: dict[str, np.ndarray] | None, meta: dict[str, Any] | None,
+               parent: Path | None, seq: int) -> None:
         tmp.mkdir()
         files = {_STATE: gzip.compress(msgspec.json.encode(state), compresslevel=1)}
         if tensors:
@@ -104,11 +125,9 @@ class CheckpointStore:
         files[_MANIFEST] = msgspec.json.format(msgspec.json.encode(manifest), indent=2)
         for name, data in files.items():
             _write_synced(tmp / name, data)
-        self.last_bytes = sum(len(data) for data in files.values())
         os.rename(tmp, final)
         _fsync_dir(self.root)
-        self._retain()
-        return final
+        self.last_bytes = sum(len(data) for data in files.values())
 
     def load(self, path: str | os.PathLike[str]) -> Checkpoint:
         """Load and verify one checkpoint folder; raise :class:`CheckpointError` if unusable."""

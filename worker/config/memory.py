@@ -17,29 +17,37 @@ from typing import Any
 
 __all__ = ["CAP_FIELDS", "FIXED_BYTES", "derive_caps", "item_bytes"]
 
-#: Resident memory before any state: the interpreter, torch, the text encoder, the dense
-#: model, the preallocated replay buffers and the headroom a checkpoint write needs.
-FIXED_BYTES = 900_000_000
-#: Per item, whatever the arms: its text vector (384 float32), id, index and catalog entries.
-ITEM_BASE_BYTES = 3_000
+#: Resident memory before any state (431 MB measured after start-up: the interpreter, torch,
+#: the text encoder, the dense model, the preallocated replay buffers), with a margin.
+FIXED_BYTES = 500_000_000
+#: Per item, at the peak (a full checkpoint being written holds a serialised copy of the
+#: state beside the live one), with what each distinct item brings on an all-distinct
+#: stream: its id in the index, the catalog and the join state, its sample rows.
+ITEM_BASE_BYTES = 14_000
 #: Per item and model lineage, per embedding dimension: the row, its two Adam moments, the
 #: published copy and the checkpoint's, in float32.
 ITEM_LINEAGE_BYTES_PER_DIM = 5 * 4
+#: Items are evicted between cycles once they pass 1.25 times their cap (consumers.eviction).
+ITEM_OVERSHOOT = 1.25
 USER_BYTES = 1_200  # a user's recent-history entry (ids of the last clicks, LRU links)
 CLOSED_KEY_BYTES = 250  # an impression's key remembered after its window closed
 DEDUPE_ID_BYTES = 250  # an event id with its time, in the dedupe window
 
 #: Shares of the state budget, in the order the caps are listed in ``CAP_FIELDS``.
-_SHARES = {"max_items": 0.6, "join_max_users": 0.2, "join_closed_keys": 0.05,
-           "dedupe_max_ids": 0.15}
+_SHARES = {"max_items": 0.75, "join_max_users": 0.1, "join_closed_keys": 0.05,
+           "dedupe_max_ids": 0.1}
 CAP_FIELDS = tuple(_SHARES)
 _FLOORS = {"max_items": 1_000, "join_max_users": 1_000, "join_closed_keys": 1_000,
            "dedupe_max_ids": 10_000}
 
 
 def item_bytes(dim: int, lineages: int) -> int:
-    """Bytes one item row costs with ``lineages`` model lineages of ``dim`` dimensions."""
-    return ITEM_BASE_BYTES + lineages * dim * ITEM_LINEAGE_BYTES_PER_DIM
+    """Bytes one unit of the item cap costs, the eviction overshoot included.
+
+    ``lineages`` model lineages of ``dim`` dimensions each hold a row per item.
+    """
+    per_item = ITEM_BASE_BYTES + lineages * dim * ITEM_LINEAGE_BYTES_PER_DIM
+    return int(ITEM_OVERSHOOT * per_item)
 
 
 def derive_caps(budget_bytes: int, explicit: dict[str, int], dim: int,

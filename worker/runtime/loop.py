@@ -14,7 +14,7 @@ from consumers.eviction import ItemEvictor
 from consumers.pipeline import BatchReport, IngestPipeline
 from consumers.snapshot import FeedSnapshot
 from model_store.base import StoreUnavailable
-from model_store.checkpoints import CheckpointStore
+from model_store.checkpoints import CheckpointStore, CheckpointUnavailable
 from worker.experiments.drift_monitor import DriftMonitor
 from worker.experiments.monitor import ExperimentMonitor
 from worker.experiments.ramp import RampController, live_shares
@@ -234,6 +234,7 @@ class Worker:
         self._last_checkpoint = self.clock()
         self._dirty = False
         self._checkpointed = True
+        self.metrics.record_up("checkpoint", True)
 
     def run(self, stop: threading.Event, max_backoff_s: float = 30.0) -> None:
         """Loop until ``stop`` is set; checkpoint once more on the way out.
@@ -251,8 +252,8 @@ class Worker:
                     # letters sent meanwhile are read back instead of sent twice.
                     self.checkpoint()
                 self.run_once()
-            except (SourceUnavailable, StoreUnavailable) as exc:
-                dep = "kafka" if isinstance(exc, SourceUnavailable) else "redis"
+            except (SourceUnavailable, StoreUnavailable, CheckpointUnavailable) as exc:
+                dep = _dependency(exc)
                 log.warning("%s unavailable, retrying in %.1f s: %s", dep, backoff, exc)
                 self.metrics.record_loop_error(dep, str(exc)[:200])
                 stop.wait(backoff)
@@ -261,7 +262,7 @@ class Worker:
             backoff = 0.5
         try:
             self.checkpoint()  # waits for a cycle in flight first
-        except (SourceUnavailable, StoreUnavailable) as exc:
+        except (SourceUnavailable, StoreUnavailable, CheckpointUnavailable) as exc:
             # Uncommitted work is redelivered on restart and dropped by the dedupe window.
             log.warning("final checkpoint not committed (%s); a restart resumes from the "
                         "last good one", exc)
@@ -281,6 +282,13 @@ class Worker:
     def _record_flush(self, flushed: bool) -> None:
         if self.monitor is not None and self.monitor.counters is not None:
             self.metrics.record_up("redis", flushed, "" if flushed else "counters not flushed")
+
+
+def _dependency(exc: Exception) -> str:
+    """The dependency an ``*Unavailable`` error is about (a metric and readiness label)."""
+    if isinstance(exc, SourceUnavailable):
+        return "kafka"
+    return "checkpoint" if isinstance(exc, CheckpointUnavailable) else "redis"
 
 
 def _timed(run: Callable[[Any, float], Sequence[CycleReport]], feed: Any, now: float

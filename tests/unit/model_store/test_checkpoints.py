@@ -85,3 +85,30 @@ def test_a_chain_with_a_corrupt_link_falls_back_to_an_older_whole_chain(tmp_path
     assert [c.state["i"] for c in store.load_latest()] == [0]  # 2 and 1 need the bad link
     with pytest.raises(CheckpointError):
         store.save({"i": 3}, parent=tmp_path / "ckpt-000000099")
+
+
+@pytest.mark.parametrize("fail_on", [1, 2, 3])  # state, tensors, manifest
+def test_a_write_that_fails_leaves_no_trace_and_the_chain_goes_on(tmp_path, monkeypatch,
+                                                                   fail_on):
+    import errno
+
+    import model_store.checkpoints as ckpt
+
+    store = CheckpointStore(tmp_path)
+    base = store.save({"i": 1}, {"w": np.ones(3, dtype=np.float32)})
+    real, calls = ckpt._write_synced, []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) == fail_on:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "_write_synced", full_disk)
+    with pytest.raises(ckpt.CheckpointUnavailable, match="No space left on device"):
+        store.save({"i": 2}, {"w": np.zeros(3, dtype=np.float32)}, parent=base)
+    monkeypatch.setattr(ckpt, "_write_synced", real)
+    assert [p.name for p in tmp_path.iterdir()] == [base.name]  # no half-written folder
+    assert [c.state for c in store.load_latest()] == [{"i": 1}]
+    delta = store.save({"i": 3}, parent=base)  # room again: the chain goes on from its tip
+    assert [c.state for c in store.load_chain(delta)] == [{"i": 1}, {"i": 3}]
