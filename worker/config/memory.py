@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CAP_FIELDS", "FIXED_BYTES", "derive_caps", "item_bytes"]
+__all__ = ["CAP_FIELDS", "FIXED_BYTES", "REPLAY_FIELDS", "budgeted_ingest", "derive_caps",
+           "item_bytes"]
 
 #: Resident memory before any state (431 MB measured after start-up: the interpreter, torch,
 #: the text encoder, the dense model, the preallocated replay buffers), with a margin.
@@ -37,6 +38,7 @@ DEDUPE_ID_BYTES = 250  # an event id with its time, in the dedupe window
 _SHARES = {"max_items": 0.75, "join_max_users": 0.1, "join_closed_keys": 0.05,
            "dedupe_max_ids": 0.1}
 CAP_FIELDS = tuple(_SHARES)
+REPLAY_FIELDS = ("recent_capacity", "reservoir_capacity")
 _FLOORS = {"max_items": 1_000, "join_max_users": 1_000, "join_closed_keys": 1_000,
            "dedupe_max_ids": 10_000}
 
@@ -78,9 +80,20 @@ def derive_caps(budget_bytes: int, explicit: dict[str, int], dim: int,
 
 
 def budgeted_ingest(ingest: Any, dim: int, lineages: int) -> dict[str, int]:
-    """What to update an ingest section with: its derived caps (none without a budget)."""
+    """What to update an ingest section with: its derived caps (none without a budget).
+
+    The replay buffers follow the item cap too, unless set: an item a buffered sample is
+    about is never evicted, so buffers larger than the cap would hold items past it (on a
+    stream of distinct items, one per sample). Each buffer gets at most half the item cap.
+    """
     budget = int(ingest.memory_budget_bytes)
     if budget == 0:
         return {}
     explicit = {k: int(getattr(ingest, k)) for k in CAP_FIELDS if k in ingest.model_fields_set}
-    return derive_caps(budget, explicit, dim, lineages)
+    caps = derive_caps(budget, explicit, dim, lineages)
+    items = caps.get("max_items", explicit.get("max_items", 0))
+    if items > 0:
+        for buffer in REPLAY_FIELDS:
+            if buffer not in ingest.model_fields_set:
+                caps[buffer] = max(1, min(int(getattr(ingest, buffer)), items // 2))
+    return caps

@@ -60,3 +60,15 @@ def test_a_budget_below_the_start_up_footprint_names_the_least_that_works():
         load_settings(None, {"ingest": {"memory_budget_bytes": 500_000_000}})
     with pytest.raises(ValueError, match="needs"):
         derive_caps(FIXED_BYTES + 10**9, {"max_items": 10**7}, 64, 2)
+
+
+def test_replay_buffers_follow_the_item_cap_unless_set():
+    # A buffered sample pins its item, so buffers past half the cap would hold items past it.
+    ing = load_settings(None, {}).ingest
+    assert ing.recent_capacity == ing.reservoir_capacity == ing.max_items // 2
+    big = load_settings(None, {"ingest": {"memory_budget_bytes": 8_000_000_000}}).ingest
+    assert big.recent_capacity == big.reservoir_capacity == 50_000  # never above the default
+    mine = load_settings(None, {"ingest": {"recent_capacity": 70_000}}).ingest
+    assert mine.recent_capacity == 70_000 and mine.reservoir_capacity == mine.max_items // 2
+    uncapped = load_settings(None, {"ingest": {"max_items": 0}}).ingest
+    assert uncapped.recent_capacity == uncapped.reservoir_capacity == 50_000
