@@ -138,6 +138,10 @@ class RedisVectorStore:
         row = vecs.shape[1] * 4
         vec_key = f"{base}vec:{version}"
         pipe = self.client.pipeline(transaction=False)
+        # Listed among the arm's layers before a byte is written: if Redis goes away before
+        # the flip, the next flip's clean-up deletes what was written (the arm has one
+        # publisher), so an outage mid-publish leaves no orphaned version behind.
+        pipe.sadd(base + "layers", version)
         for start in range(0, len(ids), _CHUNK):
             stop = min(start + _CHUNK, len(ids))
             pipe.hset(vec_key, mapping={ids[k]: raw[k * row:(k + 1) * row]

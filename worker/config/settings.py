@@ -72,6 +72,9 @@ class RedisSettings(Section):
     password: SecretStr | None = None
     prefix: str = "freshrec"
     retention_versions: int = Field(3, ge=2)
+    # A command not answered within this many seconds fails as an outage (the worker retries
+    # with backoff); `serve.redis_timeout_s` is the API's own, sub-second one.
+    timeout_s: float = Field(10.0, gt=0)
 
 
 class IngestSettings(Section):

@@ -58,11 +58,15 @@ class App:
         _close_pipeline(self.pipeline)
 
 
-def redis_client(settings: Settings, timeout_s: float = 10.0) -> Any:
-    """A pooled client for the configured Redis URL (password from settings if given)."""
+def redis_client(settings: Settings, timeout_s: float | None = None) -> Any:
+    """A pooled client for the configured Redis URL (password from settings if given).
+
+    ``timeout_s``: per command; None takes ``redis.timeout_s``.
+    """
     password = settings.redis.password
     return connect(settings.redis.url,
-                   password.get_secret_value() if password is not None else None, timeout_s,
+                   password.get_secret_value() if password is not None else None,
+                   settings.redis.timeout_s if timeout_s is None else timeout_s,
                    settings.redis.cluster)
 
 
