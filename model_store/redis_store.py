@@ -1,4 +1,4 @@
-"""The only redis import: item vectors per arm and version, with an atomic pointer flip.
+"""Item vectors per arm and version, with an atomic pointer flip.
 
 Layout (prefix ``p``, arm ``a``; the ``{p:a}`` hash tag keeps one arm's keys in one
 Redis Cluster slot, so its Lua scripts stay atomic there too):
@@ -17,67 +17,19 @@ from the first layer that has it. Retention keeps every layer a retained version
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import redis
 
-from model_store.base import PinnedError, StaleParentError, StoreUnavailable, VersionInfo
+from model_store.base import PinnedError, StaleParentError, VersionInfo
+from model_store.redis_client import connect, is_readonly, translate_errors
 from model_store.redis_scripts import FLIP, ROLLBACK
 
 __all__ = ["RedisVectorStore", "connect", "translate_errors"]
-
-_T = TypeVar("_T")
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                redis.exceptions.ClusterDownError, redis.exceptions.ClusterError)
-
-
-def translate_errors(cls: type[_T]) -> type[_T]:
-    """Make every public method raise :class:`StoreUnavailable` when Redis is unreachable.
-
-    Callers then handle one exception of our own, and nothing outside this module needs
-    to import redis to recognise an outage.
-    """
-    for name, fn in list(vars(cls).items()):
-        if name.startswith("_") or not callable(fn):
-            continue
-
-        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(fn)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return fn(*args, **kwargs)
-                except _UNAVAILABLE as exc:
-                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
-            return call
-
-        setattr(cls, name, wrap(fn))
-    return cls
-
-def connect(url: str, password: str | None = None, timeout_s: float = 10.0,
-            cluster: bool = False) -> Any:
-    """One pooled client for ``url``; the vector store and the counters share it.
-
-    ``cluster``: ``url`` is any node of a Redis Cluster; the client discovers the others
-    and routes each command to its slot's node. Every key one operation touches carries
-    the same hash tag (see the layout above), so scripts and transactions stay on one node.
-
-    Commands fail after ``timeout_s`` (connecting: at most 5 s) rather than hanging when
-    Redis is unreachable, so a caller can retry with backoff instead of blocking the
-    ingestion loop; the serving side passes a sub-second timeout and answers 503.
-    """
-    kwargs: dict[str, Any] = {"socket_connect_timeout": min(5.0, timeout_s),
-                              "socket_timeout": timeout_s, "health_check_interval": 30}
-    if password is not None:
-        kwargs["password"] = password
-    if cluster:
-        return redis.cluster.RedisCluster.from_url(url, **kwargs)
-    return redis.Redis.from_url(url, **kwargs)
-
 
 _INFO_CACHE = 256  # cached version metadata entries before the cache is cleared
 _CHUNK = 4000  # ids per HSET/HMGET call: under Lua's unpack limit, small enough not to stall
@@ -153,6 +105,8 @@ class RedisVectorStore:
                              base + "layers"],
                        args=[version, self.retention, base, parent or ""])
         except redis.ResponseError as exc:
+            if is_readonly(exc):
+                raise  # a failover: nothing ran; the next flip's clean-up removes the keys
             self.client.unlink(vec_key, f"{base}meta:{version}")
             if "PINNED" in str(exc):
                 raise PinnedError(f"arm {arm!r} was pinned during publish") from exc

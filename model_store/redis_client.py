@@ -1,0 +1,93 @@
+"""The Redis client: connecting, and telling an outage from a bug.
+
+Every Redis-backed class of ``model_store`` wraps its public methods with
+:func:`translate_errors`, so callers handle one exception of their own,
+:class:`~model_store.base.StoreUnavailable`, for anything that a retry later can fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from model_store.base import StoreUnavailable
+
+__all__ = ["connect", "is_readonly", "translate_errors"]
+
+_T = TypeVar("_T")
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                redis.exceptions.ClusterDownError, redis.exceptions.ClusterError)
+
+
+def is_readonly(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a write because the node is a replica now.
+
+    A failover under way, or over with the client still on the old master: like an outage,
+    the call is retried later, on a fresh connection. Plain commands raise ReadOnlyError;
+    a write inside a script comes back as a script error quoting ``-READONLY``.
+    """
+    return isinstance(exc, redis.exceptions.ReadOnlyError) or "READONLY" in str(exc)
+
+
+def translate_errors(cls: type[_T]) -> type[_T]:
+    """Make every public method raise :class:`StoreUnavailable` when Redis is unreachable.
+
+    Callers then handle one exception of our own, and nothing outside this module needs
+    to import redis to recognise an outage.
+    """
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not callable(fn):
+            continue
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                except _UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+                except redis.ResponseError as exc:
+                    if not is_readonly(exc):
+                        raise
+                    _reconnect(getattr(args[0], "client", None) if args else None)
+                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+            return call
+
+        setattr(cls, name, wrap(fn))
+    return cls
+
+def _reconnect(client: Any) -> None:
+    """Drop a client's pooled connections.
+
+    The next call connects afresh, to wherever its address points now (a failover that
+    moved a DNS name or a virtual IP).
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.disconnect()
+
+
+def connect(url: str, password: str | None = None, timeout_s: float = 10.0,
+            cluster: bool = False) -> Any:
+    """One pooled client for ``url``; the vector store and the counters share it.
+
+    ``cluster``: ``url`` is any node of a Redis Cluster; the client discovers the others
+    and routes each command to its slot's node. Every key one operation touches carries
+    the same hash tag (see the layout above), so scripts and transactions stay on one node.
+
+    Commands fail after ``timeout_s`` (connecting: at most 5 s) rather than hanging when
+    Redis is unreachable, so a caller can retry with backoff instead of blocking the
+    ingestion loop; the serving side passes a sub-second timeout and answers 503.
+    """
+    kwargs: dict[str, Any] = {"socket_connect_timeout": min(5.0, timeout_s),
+                              "socket_timeout": timeout_s, "health_check_interval": 30}
+    if password is not None:
+        kwargs["password"] = password
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
