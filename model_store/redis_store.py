@@ -203,6 +203,8 @@ class RedisVectorStore:
         try:
             got = self._rollback(keys=[base + "current", base + "versions", base + "pinned"])
         except redis.ResponseError as exc:
+            if is_readonly(exc):
+                raise  # a failover: an outage, not a refusal
             raise LookupError(f"arm {arm!r}: cannot roll back ({exc})") from exc
         return bytes(got).decode()
 
