@@ -4,7 +4,12 @@ An external producer sends seeded good traffic (two arms) with hostile messages 
 the events: a 10 MiB value, invalid UTF-8 inside a string, 10k-deep nesting, timestamps
 ten years ahead, 2**63 and in seconds, non-JSON and missing fields. Meanwhile the worker is
 SIGKILLed at random moments and restarted, Redis is stopped for a while and started again
-(the same server, with its data), and the broker is restarted. At the end the soak compares
+(the same server, with its data), and the broker is restarted; then, each with its own flag
+(``bench/faults.py``): Redis slow (a proxy delays every chunk), a Redis failover (the
+worker's server a read-only replica for a while), a full checkpoint disk (the worker's
+file-size limit at one byte) and a frozen broker (SIGSTOP) while the worker holds
+uncommitted work. Lone surrogates, NULs in ids, ids over the limit, keys written twice and
+malformed catalog messages are among the hostile ones. At the end the soak compares
 the per-arm counters in Redis, every impression's label and the dead-letter topic with the
 ground truth it computed itself, prints one summary line, and exits non-zero on any loss,
 duplicate, unexpected exit or crash loop.
@@ -34,12 +39,15 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench.faults import FaultLog, RedisPair, freeze, limit_files
 from bench.results import emit, parser, target
 from consumers.dlq import source_of
 from consumers.joiner import Joiner
@@ -50,10 +58,7 @@ from model_store.counters import RedisCounters
 from model_store.redis_store import connect
 from worker.tools.embedded import (
     EmbeddedStack,
-    ManagedProcess,
     free_port,
-    redis_binary,
-    redis_ready,
 )
 from worker.tools.synthetic import encode, traffic
 
@@ -92,6 +97,13 @@ def hostile(k: int, now_ms: int, rng: random.Random) -> tuple[bytes, str, str]:
     return encode({"item_id": f"bad-i{k}", "ts": now_ms, "text": " "}), "bad_value", ITEMS
 
 
+def _copy(src: Any, log: Path) -> None:
+    with open(log, "ab") as out:
+        for chunk in iter(lambda: src.read1(65536), b""):
+            out.write(chunk)
+            out.flush()
+
+
 class Worker:
     """The worker process: started, SIGKILLed, restarted; unexpected exits are counted."""
 
@@ -102,10 +114,20 @@ class Worker:
         self.kills = 0
 
     def start(self) -> None:
-        """Spawn the worker (its own session: our Ctrl-C does not reach it)."""
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv built above
-                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        """Spawn the worker (its own session: our Ctrl-C does not reach it).
+
+        Its output comes through a pipe that this process copies to the log: a full disk
+        injected into the worker (a file-size limit) leaves its log intact.
+        """
+        self.proc = subprocess.Popen(  # noqa: S603 - argv built above
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        threading.Thread(target=_copy, args=(self.proc.stdout, self.log), daemon=True).start()
+
+    def pid(self) -> int:
+        """The running worker's process id."""
+        assert self.proc is not None
+        return self.proc.pid
 
     def check(self) -> None:
         """Count and restart an exit we did not cause."""
@@ -274,13 +296,26 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
                     help="one more kill this long after Redis is back (negative: none)")
     ap.add_argument("--no-broker-restart", action="store_true",
                     help="skip the broker restart half-way")
-    ap.add_argument("--rate", type=float, default=1500.0, help="messages per second")
+    ap.add_argument("--slow-redis-s", type=float, default=10.0,
+                    help="Redis slow this long (0: not)")
+    ap.add_argument("--slow-redis-delay-s", type=float, default=0.2,
+                    help="delay per chunk while Redis is slow (inside the 10 s timeout)")
+    ap.add_argument("--redis-failover-s", type=float, default=10.0,
+                    help="the worker's Redis a read-only replica this long (0: not)")
+    ap.add_argument("--disk-full-s", type=float, default=10.0,
+                    help="checkpoint writes failing this long (0: not)")
+    ap.add_argument("--broker-freeze-s", type=float, default=10.0,
+                    help="broker frozen (SIGSTOP) this long mid-stream (0: not)")
+    # ~100 s of traffic at the defaults: every fault of the schedule lands while it flows.
+    ap.add_argument("--rate", type=float, default=700.0, help="messages per second")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--drain-timeout-s", type=float, default=600.0)
     args = ap.parse_args()
     if args.smoke:  # the test suite's scale (tests/integration/test_soak.py)
         args.events, args.hostile, args.kills, args.redis_outage_s = 1500, 300, 1, 3.0
-        args.rate, args.drain_timeout_s = 600.0, 300.0
+        args.slow_redis_s = args.redis_failover_s = args.disk_full_s = 2.0
+        args.broker_freeze_s = 2.0
+        args.rate, args.drain_timeout_s = 150.0, 300.0  # ~12 s of traffic for the faults
     result = soak(args)
     print("soak: " + json.dumps(result))
     figures = {k: v for k, v in result.items() if k != "workdir"}
@@ -288,6 +323,48 @@ def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
     if not result["ok"]:
         print(f"soak: FAILED (worker log: {result['workdir']}/worker.log)", file=sys.stderr)
     return 0 if result["ok"] else 1
+
+
+def fault_schedule(args: argparse.Namespace, total: float, pair: RedisPair,
+                   stack: EmbeddedStack, worker: Worker
+                   ) -> list[tuple[float, str, float, Callable[[], None]]]:
+    """(when, name, seconds, inject) for each fault the flags turn on, in time order."""
+    plan: list[tuple[float, str, float, Callable[[], None]]] = []
+    if args.slow_redis_s > 0:
+        plan.append((0.15 * total, "slow_redis", args.slow_redis_s,
+                     lambda: pair.slow(args.slow_redis_s, args.slow_redis_delay_s)))
+    if args.redis_failover_s > 0:
+        plan.append((0.4 * total, "redis_failover", args.redis_failover_s,
+                     lambda: pair.failover(args.redis_failover_s)))
+    if args.disk_full_s > 0:
+        plan.append((0.6 * total, "checkpoint_disk_full", args.disk_full_s,
+                     lambda: limit_files(worker.pid(), args.disk_full_s)))
+    if args.broker_freeze_s > 0:
+        plan.append((0.75 * total, "broker_freeze", args.broker_freeze_s,
+                     lambda: freeze(broker_pid(stack), args.broker_freeze_s)))
+    return sorted(plan, key=lambda f: f[0])
+
+
+def wait_ready(port: int, worker: Worker, timeout_s: float = 180.0) -> None:
+    """Until the worker's ``/readyz`` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        worker.check()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",  # noqa: S310
+                                        timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the worker never became ready")
+
+
+def broker_pid(stack: EmbeddedStack) -> int:
+    """The broker's process id now (it changes when the broker is restarted)."""
+    assert stack.broker.proc is not None
+    return stack.broker.proc.pid
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
@@ -308,19 +385,17 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
     dead: list[tuple[str | None, Any]] = []
     broker_restarts = 0
     with EmbeddedStack(work / "stack") as stack:
-        rport = free_port()
-        redis = ManagedProcess("redis", [redis_binary(), "--port", str(rport), "--bind",
-                                         "127.0.0.1", "--save", "", "--appendonly", "yes",
-                                         "--dir", str(work)], rport, work / "redis.log",
-                               redis_ready)
-        redis.start()
-        url = f"redis://127.0.0.1:{rport}/0"
-        counters = RedisCounters(connect(url), "freshrec")
+        metrics_port = free_port()
+        pair = RedisPair(work)
+        pair.start()
+        redis = pair.primary
+        url = pair.url  # the worker's Redis, through the fault-injecting proxy
+        counters = RedisCounters(connect(pair.direct_url), "freshrec")
         ensure_topics({"bootstrap_servers": [stack.bootstrap]}, topics)
         verbose = ["--verbose"] if os.environ.get("FRESHREC_SOAK_VERBOSE") else []
         argv = [sys.executable, "-m", "worker.tools.cli", *verbose, "run",
                 "--bootstrap-servers", stack.bootstrap, "--redis-url", url,
-                "--group-id", "soak", "--metrics-port", str(free_port()),
+                "--group-id", "soak", "--metrics-port", str(metrics_port),
                 "--set", f"kafka.events_topic={TOPIC}", "--set", f"kafka.items_topic={ITEMS}",
                 "--set", f"kafka.dlq_topic={DLQ}", "--set", "ingest.join_window_s=5",
                 "--set", f"store.checkpoint_dir={work / 'ckpt'}",
@@ -328,6 +403,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         worker = Worker(argv, work / "worker.log")
         atexit.register(worker.kill)  # Ctrl-C of the soak leaves no worker behind
         worker.start()
+        wait_ready(metrics_port, worker)  # faults land on a running worker, not a starting one
         start = time.monotonic()
         total = len(messages) / args.rate
         sender = Producer(stack.bootstrap, [(t, k, v) for t, k, v, _ in messages], args.rate,
@@ -336,17 +412,27 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         kill_at = sorted(rng.uniform(0.1, 0.9) * total for _ in range(args.kills))
         outage_at = 0.3 * total
         outage_done = False
-        while sender.is_alive() or kill_at:
+        faults = FaultLog(start)
+        schedule = fault_schedule(args, total, pair, stack, worker)
+        while sender.is_alive() or kill_at or schedule:
             t = time.monotonic() - start
             if kill_at and t >= kill_at[0]:
                 kill_at.pop(0)
                 worker.kill9()
+            if schedule and t >= schedule[0][0] and (schedule[0][1] != "broker_freeze"
+                                                     or sender.resume.is_set() or
+                                                     pause_at is None):
+                _, name, seconds, inject = schedule.pop(0)
+                inject()
+                faults.note(name, seconds)
+                worker.check()
             if not outage_done and t >= outage_at and args.redis_outage_s > 0:
                 redis.stop()
                 time.sleep(args.redis_outage_s)
                 worker.check()
                 redis.start()
                 outage_done = True
+                faults.note("redis_outage", args.redis_outage_s)
                 if args.kill_after_outage_s >= 0:
                     # A kill as Redis comes back: the checkpoint the outage held back may be
                     # written while its commit is not.
@@ -387,7 +473,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         got = counters.arm_totals()
         rc = worker.stop()
         dead += read_dlq(stack.bootstrap)
-        redis.stop()
+        pair.stop()
     labels = check_labels(events, work / "ckpt")
     counter_diff = {tag: got.get(tag.split(":")[0], {}).get(tag.split(":")[1], 0) - n
                     for tag, n in truth.items() if not tag.startswith("dlq:")}
@@ -404,7 +490,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         "unexpected_exits": worker.unexpected_exits, "final_exit_code": rc,
         "counter_mismatches": counter_diff, "dlq_records": len(dead),
         "dlq_duplicates": dup_dead, "dlq_reasons_match": reasons_got == reasons_want,
-        "labels": labels,
+        "labels": labels, "faults": faults.done,
         "seconds": round(time.monotonic() - start, 1), "workdir": str(work),
     }
 
