@@ -55,9 +55,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
               "request from Zipf(1.1) and uniform popularity, cache on and off, beside raw "
               "Redis reads. Targets on the Zipf workload: lookup p99 <= 2 ms, rank p99 <= "
               "5 ms."),
-    "soak": ("Fault-injection soak", "Hostile messages, `kill -9`s, a Redis outage and a "
-             "broker restart against a real worker; counters, dead letters and labels "
-             "checked against ground truth."),
+    "soak": ("Fault-injection soak", "Hostile messages, `kill -9`s (one right after an "
+             "outage ends), a Redis outage, slow Redis, a Redis failover, a full checkpoint "
+             "disk, a frozen broker and a broker restart against a real worker; counters, "
+             "dead letters (one per bad message) and labels checked against ground truth."),
     "quiet": ("Stationary run", "The demo without a shift beside a real Prometheus with the "
               "rules: no drift alert, no alert firing."),
     "realdata": ("Ranking quality on real data", "MovieLens-100k replayed in time order "

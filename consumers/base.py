@@ -53,6 +53,14 @@ class EventSource(Protocol):
         """The partitions assigned at the last rebalance, once (None: none since asked)."""
         ...
 
+    def take_recreated(self) -> set[str]:
+        """Topics found recreated (a new log) since last asked, once.
+
+        Offsets held for them belong to the old log: the caller drops them, so a checkpoint
+        never pairs an old log's offset with the new log's id.
+        """
+        ...
+
     def resume(self, offsets: Offsets, incarnations: Mapping[str, str]) -> None:
         """A restored state covers everything below ``offsets``: do not hand it out again.
 

@@ -104,6 +104,7 @@ class KafkaEventSource:
         self._read_since_assign: set[TopicPartition] = set()
         self._topic_ids: dict[str, str] = {}  # topic -> id of the incarnation being read
         self._reset: set[str] = set()  # recreated topics to read from the start
+        self._recreated: set[str] = set()  # recreated since take_recreated
         # Next offset after the last record handed out, per partition of the current
         # incarnations: a record below it was handed out before and is not handed out again.
         self._next: dict[TopicPartition, int] = {}
@@ -172,6 +173,11 @@ class KafkaEventSource:
             out.extend(records)  # ConsumerRecord already satisfies Message
         return out
 
+    def take_recreated(self) -> set[str]:
+        """Topics found recreated since last asked, once (their held offsets are stale)."""
+        recreated, self._recreated = self._recreated, set()
+        return recreated
+
     def take_assignment(self) -> set[tuple[str, int]] | None:
         """The partitions assigned at the last rebalance, once (None: none since asked)."""
         assigned, self._assigned = self._assigned, None
@@ -211,6 +217,7 @@ class KafkaEventSource:
                             topic, now, before)
                 self._reset.add(topic)
                 recreated.add(topic)
+                self._recreated.add(topic)
                 for tp in [tp for tp in self._next if tp.topic == topic]:
                     del self._next[tp]
             self._topic_ids[topic] = now

@@ -105,6 +105,12 @@ class IngestPipeline:
         """Poll one batch and process it; never raises for bad message content."""
         report = BatchReport()
         messages = self.source.poll_batch(max_records, timeout_s)
+        for topic in self.source.take_recreated():
+            # Positions in a log that is gone: dropped before any record of the new log
+            # lands, so no checkpoint pairs them with the new log's id.
+            for tp in [tp for tp in self.offsets if tp[0] == topic]:
+                del self.offsets[tp]
+                self.committed.pop(tp, None)
         assigned = self.source.take_assignment()
         if self.handover is not None:
             if assigned is not None:

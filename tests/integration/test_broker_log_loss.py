@@ -21,10 +21,11 @@ from worker.tools.embedded import EmbeddedStack
 pytestmark = pytest.mark.integration
 
 
-def _produce(options: dict[str, object], value: bytes, per_partition: int) -> None:
+def _produce(options: dict[str, object], value: bytes, per_partition: int, topic: str = "ev",
+             partitions: tuple[int, ...] = (0, 1)) -> None:
     producer = KafkaProducer(**options)
-    futures = [producer.send("ev", value, partition=p)
-               for p in (0, 1) for _ in range(per_partition)]
+    futures = [producer.send(topic, value, partition=p)
+               for p in partitions for _ in range(per_partition)]
     for f in futures:
         f.get(timeout=30)
     producer.close()
@@ -63,3 +64,52 @@ def test_a_topic_recreated_after_log_loss_is_read_from_its_start(tmp_path) -> No
             assert _read(src, 20) == [b"new"] * 20
         finally:
             src.close()
+
+
+def test_a_checkpoint_after_log_loss_never_pairs_old_offsets_with_the_new_log(
+        tmp_path) -> None:
+    """The old log's offset of a partition not read yet in the new log is dropped at once.
+
+    Kept, a checkpoint written before that partition's first new record would save it with
+    the new log's id, and a restart restoring that checkpoint would skip the new log's head
+    (the soak lost events this way: a full checkpoint disk, a broker restart, kills).
+    """
+    from consumers.dlq import MemoryDeadLetters
+    from consumers.pipeline import IngestPipeline
+
+    with EmbeddedStack(tmp_path) as stack:
+        options: dict[str, object] = {"bootstrap_servers": [stack.bootstrap]}
+        topic = "freshrec.events"
+        ensure_topics(options, {topic: 2})
+        _produce(options, b"old", 20, topic)
+        src = KafkaEventSource([topic], "g", options)
+        pipe = IngestPipeline(src, MemoryDeadLetters())
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and pipe.offsets != {(topic, 0): 20,
+                                                                   (topic, 1): 20}:
+                pipe.step(1000, 0.3)
+            assert pipe.offsets == {(topic, 0): 20, (topic, 1): 20}
+            stack.broker.stop()
+            stack.broker.start()
+            ensure_topics(options, {topic: 2})
+            _produce(options, b"new", 5, topic, partitions=(1,))  # partition 0 stays empty
+            while time.monotonic() < deadline and pipe.offsets.get((topic, 1)) != 5:
+                try:
+                    pipe.step(1000, 0.3)
+                except ConnectionError:
+                    time.sleep(0.3)
+            saved = pipe.state_dict()
+            assert pipe.offsets == {(topic, 1): 5}  # nothing from the old log is left
+            assert saved["incarnations"][topic] == src.incarnations()[topic]
+        finally:
+            src.revoke_hook = None  # the group was lost with the log: nothing to commit
+            src.close()
+        _produce(options, b"new", 30, topic, partitions=(0,))
+        again = KafkaEventSource([topic], "g2", options)  # the restart, from that state
+        try:
+            again.resume({(topic, 1): 5}, saved["incarnations"])
+            got = _read(again, 30)
+            assert got == [b"new"] * 30  # partition 0 from its start, none of it skipped
+        finally:
+            again.close()

@@ -91,6 +91,10 @@ class ListSource:
         """None: a list never rebalances."""
         return None
 
+    def take_recreated(self) -> set[str]:
+        """None: a list is one log."""
+        return set()
+
     def resume(self, offsets: Offsets, incarnations: Mapping[str, str]) -> None:
         """Nothing to skip: a list is read once, from where it stands."""
 
