@@ -334,7 +334,9 @@ def fault_schedule(args: argparse.Namespace, total: float, pair: RedisPair,
         plan.append((0.15 * total, "slow_redis", args.slow_redis_s,
                      lambda: pair.slow(args.slow_redis_s, args.slow_redis_delay_s)))
     if args.redis_failover_s > 0:
-        plan.append((0.4 * total, "redis_failover", args.redis_failover_s,
+        # Between the slow spell and the outage, while traffic flows (the broker restart
+        # half-way pauses it).
+        plan.append((0.22 * total, "redis_failover", args.redis_failover_s,
                      lambda: pair.failover(args.redis_failover_s)))
     if args.disk_full_s > 0:
         plan.append((0.6 * total, "checkpoint_disk_full", args.disk_full_s,
