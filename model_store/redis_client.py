@@ -49,16 +49,28 @@ def translate_errors(cls: type[_T]) -> type[_T]:
                 try:
                     return fn(*args, **kwargs)
                 except _UNAVAILABLE as exc:
-                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+                    raise StoreUnavailable(f"Redis unavailable: {_printable(exc)}") from exc
                 except redis.ResponseError as exc:
                     if not is_readonly(exc):
                         raise
                     _reconnect(getattr(args[0], "client", None) if args else None)
-                    raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+                    raise StoreUnavailable(f"Redis unavailable: {_printable(exc)}") from exc
             return call
 
         setattr(cls, name, wrap(fn))
     return cls
+
+def _printable(exc: Exception, limit: int = 300) -> str:
+    """An error's text fit for one log line.
+
+    A failed pipeline quotes its commands, whose arguments may be binary (a hand-over
+    state, vector bytes): control characters are escaped and the text is cut short.
+    """
+    text = str(exc)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text.encode("unicode_escape").decode("ascii")
+
 
 def _reconnect(client: Any) -> None:
     """Drop a client's pooled connections.
