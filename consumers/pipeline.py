@@ -106,10 +106,11 @@ class IngestPipeline:
         report = BatchReport()
         messages = self.source.poll_batch(max_records, timeout_s)
         for topic in self.source.take_recreated():
-            # Positions in a log that is gone: dropped before any record of the new log
-            # lands, so no checkpoint pairs them with the new log's id.
+            # Positions in a log that is gone restart at the new log's head before any of
+            # its records land, so no checkpoint pairs an old position with the new log's
+            # id. The partitions stay ours: their pending joins are kept, not handed over.
             for tp in [tp for tp in self.offsets if tp[0] == topic]:
-                del self.offsets[tp]
+                self.offsets[tp] = 0
                 self.committed.pop(tp, None)
         assigned = self.source.take_assignment()
         if self.handover is not None:

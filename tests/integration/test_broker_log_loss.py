@@ -68,7 +68,7 @@ def test_a_topic_recreated_after_log_loss_is_read_from_its_start(tmp_path) -> No
 
 def test_a_checkpoint_after_log_loss_never_pairs_old_offsets_with_the_new_log(
         tmp_path) -> None:
-    """The old log's offset of a partition not read yet in the new log is dropped at once.
+    """The old log's offset of a partition not read yet in the new log is reset at once.
 
     Kept, a checkpoint written before that partition's first new record would save it with
     the new log's id, and a restart restoring that checkpoint would skip the new log's head
@@ -100,7 +100,8 @@ def test_a_checkpoint_after_log_loss_never_pairs_old_offsets_with_the_new_log(
                 except ConnectionError:
                     time.sleep(0.3)
             saved = pipe.state_dict()
-            assert pipe.offsets == {(topic, 1): 5}  # nothing from the old log is left
+            # Nothing from the old log is left: partition 0 restarts at the new log's head.
+            assert pipe.offsets == {(topic, 0): 0, (topic, 1): 5}
             assert saved["incarnations"][topic] == src.incarnations()[topic]
         finally:
             src.revoke_hook = None  # the group was lost with the log: nothing to commit
@@ -108,7 +109,7 @@ def test_a_checkpoint_after_log_loss_never_pairs_old_offsets_with_the_new_log(
         _produce(options, b"new", 30, topic, partitions=(0,))
         again = KafkaEventSource([topic], "g2", options)  # the restart, from that state
         try:
-            again.resume({(topic, 1): 5}, saved["incarnations"])
+            again.resume(dict(pipe.offsets), saved["incarnations"])
             got = _read(again, 30)
             assert got == [b"new"] * 30  # partition 0 from its start, none of it skipped
         finally:
