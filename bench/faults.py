@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from worker.tools.embedded import ManagedProcess, free_port, redis_binary, redis_ready
+from worker.tools.embedded import ManagedProcess, redis_binary, redis_ready, restartable_port
 from worker.tools.tcp_proxy import TcpProxy
 
 __all__ = ["FaultLog", "RedisPair", "freeze", "limit_files"]
@@ -45,7 +45,7 @@ class RedisPair:
     """The worker's Redis (A), a replica of it (B), and a proxy the worker connects through."""
 
     def __init__(self, work: Path) -> None:
-        self.ports = {"a": free_port(), "b": free_port()}
+        self.ports = {"a": restartable_port(), "b": restartable_port()}
         self.servers: dict[str, ManagedProcess] = {}
         for name, port in self.ports.items():
             (work / name).mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,13 @@ from tests.helpers import encode, wait_for
 from tests.integration.test_worker_e2e import overrides
 from worker.config import load_settings
 from worker.runtime.app import build_app
-from worker.tools.embedded import ManagedProcess, free_port, redis_binary, redis_ready
+from worker.tools.embedded import (
+    ManagedProcess,
+    free_port,
+    redis_binary,
+    redis_ready,
+    restartable_port,
+)
 from worker.tools.synthetic import traffic
 
 pytestmark = pytest.mark.integration
@@ -46,7 +52,7 @@ def metrics_text(base):
 
 def test_redis_outage_keeps_the_worker_up_and_counters_exact(stack, uid, tmp_path,
                                                               tiny_bert_dir):
-    port = free_port()
+    port = restartable_port()  # Redis comes back on it
     redis = start_redis(port, tmp_path)
     cfg = overrides(stack, uid, tmp_path, tiny_bert_dir)
     cfg["redis"] = {"url": f"redis://127.0.0.1:{port}/0", "prefix": uid}

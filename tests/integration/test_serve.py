@@ -24,7 +24,7 @@ from worker.config import ServeSettings, load_settings
 from worker.serving.cache import CachedVectors
 from worker.serving.http import create_app
 from worker.serving.service import RankService
-from worker.tools.embedded import ManagedProcess, free_port
+from worker.tools.embedded import ManagedProcess, free_port, restartable_port
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +189,7 @@ def test_clients_never_see_a_mixed_version_during_24_publishes_and_a_rollback(
 
 
 def test_redis_outage_answers_503_and_the_service_recovers_by_itself(uid, tmp_path):
-    port = free_port()
+    port = restartable_port()  # Redis comes back on it
     server = start_redis(port, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
     store = RedisVectorStore(redis.Redis.from_url(url), prefix=uid)

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import ctypes
 import logging
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def restartable_port() -> int:
+    """A free port on 127.0.0.1 for a server that will be stopped and started again on it.
+
+    Below Linux's ephemeral range (32768+, where ``free_port`` and every outgoing
+    connection take theirs) and above the cluster's ports: while the server is down, no
+    other socket of this machine is handed its port, so the restarted server gets it back
+    and clients do not reach a stranger listening there.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(23000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -155,7 +176,7 @@ class EmbeddedStack:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="freshrec-stack-")
         self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        kport, rport = free_port(), free_port()
+        kport, rport = restartable_port(), restartable_port()
         url = f"tcp://127.0.0.1:{kport}"
         self.broker = ManagedProcess("tansu", [
             broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
