@@ -75,7 +75,12 @@ class RedisVectorStore:
         if self.client.exists(base + "pinned"):
             raise PinnedError(f"arm {arm!r} is pinned by a rollback; unpin to publish")
         if self.client.exists(f"{base}meta:{version}", f"{base}vec:{version}"):
-            raise ValueError(f"arm {arm!r}: version {version!r} exists; names are not reused")
+            if self._in_use(arm, version):
+                raise ValueError(f"arm {arm!r}: version {version!r} exists; names are not "
+                                 "reused")
+            # Written by a publish that never reached its flip (Redis lost mid-publish, or
+            # the publisher killed): no reader ever saw it, and the arm has one publisher.
+            self.client.unlink(f"{base}vec:{version}", f"{base}meta:{version}")
         base_layers = ""
         if parent is not None:
             parent_info = self.info(arm, parent)
@@ -192,6 +197,14 @@ class RedisVectorStore:
                 self._infos.clear()  # retired versions: refetching the live ones is cheap
             self._infos[key] = got
         return got
+
+    def _in_use(self, arm: str, version: str) -> bool:
+        """Whether ``version`` is retained, or a layer a retained version reads."""
+        for retained in self.versions(arm):
+            info = self.info(arm, retained)
+            if retained == version or (info is not None and version in info.layers()):
+                return True
+        return False
 
     def versions(self, arm: str) -> list[str]:
         """Retained versions, newest first."""

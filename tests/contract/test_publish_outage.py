@@ -73,3 +73,18 @@ def test_an_outage_after_the_flip_is_current_and_the_next_delta_is_refused(clien
     store.publish("fresh", "v4", IDS, vecs(50, 4, 4.0), info("v4", 50, 4))
     assert store.current("fresh").version == "v4"
     assert "vec:v3" not in version_keys(client, store, "fresh")
+
+
+def test_a_restarted_publisher_may_reuse_the_name_of_a_version_that_never_flipped(client, uid):
+    # The publisher is killed (or loses Redis) after writing v2 and before its flip; restored
+    # from a checkpoint taken before, it names its next version v2 again.
+    store = RedisVectorStore(client, prefix=f"t_{uid}", retention=3)
+    store.publish("fresh", "v1", IDS, vecs(50, 4, 1.0), info("v1", 50, 4))
+    cut_at_flip(store, after=False)
+    with pytest.raises(StoreUnavailable):
+        store.publish("fresh", "v2", IDS, vecs(50, 4, 2.0), info("v2", 50, 4))
+    store.publish("fresh", "v2", IDS, vecs(50, 4, 5.0), info("v2", 50, 4))
+    _, got, _ = store.lookup("fresh", IDS)
+    np.testing.assert_array_equal(got, vecs(50, 4, 5.0))  # the new v2, whole
+    with pytest.raises(ValueError, match="names are not reused"):  # a flipped one: never
+        store.publish("fresh", "v2", IDS, vecs(50, 4, 6.0), info("v2", 50, 4))
