@@ -9,19 +9,15 @@ counter exact.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import redis
 
-from consumers.kafka_source import KafkaEventProducer
 from model_store.counters import RedisCounters
 from model_store.redis_store import connect
-from tests.helpers import encode, wait_for
+from tests.helpers import wait_for
+from tests.integration.live_worker import LiveWorker, arm_counts
 from tests.integration.test_outages import start_redis, status
 from tests.integration.test_worker_e2e import overrides
-from worker.config import load_settings
-from worker.runtime.app import build_app
 from worker.tools.embedded import free_port
 from worker.tools.synthetic import traffic
 
@@ -45,25 +41,11 @@ def test_readonly_during_a_failover_is_an_outage_and_counters_end_exact(
     wait_for(lambda: in_sync(b), 30, what="B to replicate A")
     cfg = overrides(stack, uid, tmp_path, tiny_bert_dir)
     cfg["redis"].update(url=f"redis://127.0.0.1:{ports['a']}/0", timeout_s=2.0)
-    cfg["metrics"] = {"port": free_port()}
-    settings = load_settings(None, cfg)
-    app = build_app(settings)
-    http = app.metrics.serve("127.0.0.1", settings.metrics.port)
-    base = f"http://127.0.0.1:{settings.metrics.port}"
-    stop = threading.Event()
-    loop = threading.Thread(target=app.worker.run, args=(stop,), daemon=True)
-    loop.start()
-    producer = KafkaEventProducer(settings.kafka.client_options())
+    worker = LiveWorker(cfg)
+    base, loop, send = worker.base, worker.loop, worker.send
     events = list(traffic(500, seed=12, arms=("control", "fresh")))
-    want: dict[tuple[str, str], int] = {}
-    for e in events:
-        want[(e["arm"], e["type"])] = want.get((e["arm"], e["type"]), 0) + 1
+    want = arm_counts(events)
     counters = RedisCounters(connect(f"redis://127.0.0.1:{ports['a']}/0"), uid)
-
-    def send(batch: list[dict[str, object]]) -> None:
-        for e in batch:
-            producer.emit(settings.kafka.events_topic, str(e["user_id"]).encode(), encode(e))
-        producer.flush()
 
     def exact() -> bool:
         got = counters.arm_totals()
@@ -88,11 +70,7 @@ def test_readonly_during_a_failover_is_an_outage_and_counters_end_exact(
         wait_for(lambda: status(base + "/readyz") == 200, 60, what="ready again")
         assert loop.is_alive()
     finally:
-        stop.set()
-        loop.join(60)
-        http.close()
-        app.close()
-        producer.close()
+        worker.close()
         for server in servers.values():
             server.stop()
     assert not loop.is_alive()

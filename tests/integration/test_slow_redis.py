@@ -9,20 +9,16 @@ command past its timeout as Redis unavailable, and end with counters exact.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 
 import pytest
 
-from consumers.kafka_source import KafkaEventProducer
 from model_store.counters import RedisCounters
 from model_store.redis_store import connect
-from tests.helpers import encode, wait_for
+from tests.helpers import wait_for
+from tests.integration.live_worker import LiveWorker, arm_counts
 from tests.integration.test_outages import metrics_text, status
 from tests.integration.test_worker_e2e import overrides
-from worker.config import load_settings
-from worker.runtime.app import build_app
-from worker.tools.embedded import free_port
 from worker.tools.synthetic import traffic
 from worker.tools.tcp_proxy import TcpProxy
 
@@ -44,25 +40,11 @@ def test_slow_and_resetting_redis_keeps_the_worker_up_and_counters_exact(
     proxy = TcpProxy((host, int(port)))
     cfg = overrides(stack, uid, tmp_path, tiny_bert_dir)
     cfg["redis"].update(url=f"redis://127.0.0.1:{proxy.port}/0", timeout_s=1.0)
-    cfg["metrics"] = {"port": free_port()}
-    settings = load_settings(None, cfg)
-    app = build_app(settings)
-    http = app.metrics.serve("127.0.0.1", settings.metrics.port)
-    base = f"http://127.0.0.1:{settings.metrics.port}"
-    stop = threading.Event()
-    loop = threading.Thread(target=app.worker.run, args=(stop,), daemon=True)
-    loop.start()
-    producer = KafkaEventProducer(settings.kafka.client_options())
+    worker = LiveWorker(cfg)
+    base, loop, send = worker.base, worker.loop, worker.send
     events = list(traffic(600, seed=6, arms=("control", "fresh")))
-    want: dict[tuple[str, str], int] = {}
-    for e in events:
-        want[(e["arm"], e["type"])] = want.get((e["arm"], e["type"]), 0) + 1
+    want = arm_counts(events)
     counters = RedisCounters(connect(stack.redis_url), uid)  # read past the proxy
-
-    def send(batch: list[dict[str, object]]) -> None:
-        for e in batch:
-            producer.emit(settings.kafka.events_topic, str(e["user_id"]).encode(), encode(e))
-        producer.flush()
 
     def counted() -> int:
         return sum(sum(by_type.values()) for by_type in counters.arm_totals().values())
@@ -95,11 +77,7 @@ def test_slow_and_resetting_redis_keeps_the_worker_up_and_counters_exact(
                  what="the redis up gauge back to 1")
         assert loop.is_alive()
     finally:
-        stop.set()
-        loop.join(60)
-        http.close()
-        app.close()
-        producer.close()
+        worker.close()
         proxy.close()
     assert not loop.is_alive()
     assert exact()  # and not counted twice on the way out
