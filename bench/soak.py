@@ -385,6 +385,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
     pause_at = None if args.no_broker_restart else len(messages) // 2
     topics = {TOPIC: 4, ITEMS: 1, DLQ: 1}
     dead: list[tuple[str | None, Any]] = []
+    dead_first_log = 0
     broker_restarts = 0
     with EmbeddedStack(work / "stack") as stack:
         metrics_port = free_port()
@@ -421,6 +422,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
             if kill_at and t >= kill_at[0]:
                 kill_at.pop(0)
                 worker.kill9()
+                faults.note("kill", 0.0)
             if schedule and t >= schedule[0][0] and (schedule[0][1] != "broker_freeze"
                                                      or sender.resume.is_set() or
                                                      pause_at is None):
@@ -440,6 +442,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
                     # written while its commit is not.
                     time.sleep(args.kill_after_outage_s)
                     worker.kill9()
+                    faults.note("kill", 0.0)
             if sender.paused.is_set() and not sender.resume.is_set():
                 # The memory broker forgets its log on restart: let the worker take in
                 # everything sent so far, keep the dead letters, then restart it empty.
@@ -454,9 +457,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
                         dump_at = deadline
                     time.sleep(1.0)
                 dead = read_dlq(stack.bootstrap)
+                dead_first_log = len(dead)
                 stack.broker.stop()
                 stack.broker.start()
                 broker_restarts += 1
+                faults.note("broker_restart", 0.0)
                 ensure_topics({"bootstrap_servers": [stack.bootstrap]}, topics)
                 sender.resume.set()
             worker.check()
@@ -483,6 +488,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
     reasons_got = Counter(reason for reason, _ in dead)
     reasons_want = Counter(tag[4:] for tag in truth.elements() if tag.startswith("dlq:"))
     dup_dead = max(0, len(dead) - sum(reasons_want.values()))
+    seen: dict[Any, list[int]] = {}
+    for at, (_, src) in enumerate(dead):  # offsets restart in the broker's new log
+        seen.setdefault((at >= dead_first_log, src), []).append(at)
+    twice = sorted(at for at in seen.values() if len(at) > 1)
     ok = (not counter_diff and dup_dead == 0 and reasons_got == reasons_want
           and worker.unexpected_exits == 0 and rc == 0 and labels["wrong"] == 0
           and labels["missing"] == 0 and labels["negatives"] > 0)
@@ -491,7 +500,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
         "redis_outage_s": args.redis_outage_s, "broker_restarts": broker_restarts,
         "unexpected_exits": worker.unexpected_exits, "final_exit_code": rc,
         "counter_mismatches": counter_diff, "dlq_records": len(dead),
-        "dlq_duplicates": dup_dead, "dlq_reasons_match": reasons_got == reasons_want,
+        "dlq_duplicates": dup_dead,
+        # Where copies sit in the DLQ (its first log, then the one after the broker restart).
+        "dlq_duplicate_examples": [[dead[at[0]][1], at]
+                                   for at in twice[:: max(1, len(twice) // 4)]],
+        "dlq_first_log": dead_first_log,
+        "dlq_reasons_match": reasons_got == reasons_want,
         "labels": labels, "faults": faults.done,
         "seconds": round(time.monotonic() - start, 1), "workdir": str(work),
     }

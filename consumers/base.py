@@ -29,6 +29,14 @@ class SourceUnavailable(ConnectionError):
     """
 
 
+class DeadLetterUnavailable(SourceUnavailable):
+    """The dead-letter producer cannot deliver what it holds, while the events may flow.
+
+    Its own class so that readiness and ``freshrec_up`` name the DLQ, not the broker as a
+    whole: the letters stay queued and the offsets uncommitted until it recovers.
+    """
+
+
 class EventSource(Protocol):
     """A consumer-group member that hands out batches of raw messages.
 

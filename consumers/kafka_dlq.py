@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from kafka.errors import (
     RecordListTooLargeError,
 )
 
-from consumers.base import SourceUnavailable
+from consumers.base import DeadLetterUnavailable, SourceUnavailable
 from consumers.dlq import Source, dlq_record, source_of
 from consumers.events import Message, Rejection
 from consumers.kafka_source import connect_client
@@ -40,12 +41,16 @@ class KafkaDeadLetterSink:
     """
 
     def __init__(self, topic: str, client_options: Mapping[str, Any],
-                 max_value_bytes: int = 512 * 1024) -> None:
+                 max_value_bytes: int = 512 * 1024, settle_s: float = 1.0,
+                 settle_rounds: int = 5) -> None:
         self.topic = topic
+        self.settle_s, self.settle_rounds = settle_s, settle_rounds
         self.max_value_bytes = max_value_bytes
         self._options = dict(client_options)
+        # A send blocks while the producer waits for metadata or buffer space; bounded, so
+        # a DLQ that cannot take records holds up one message, not the batch around it.
         self._producer_options = {
-            "acks": "all", "linger_ms": 5,
+            "acks": "all", "linger_ms": 5, "max_block_ms": 5000,
             "max_request_size": max(1 << 20, max_value_bytes + 65536), **client_options}
         self._producer: KafkaProducer | None = connect_client(KafkaProducer, self._producer_options)
         self._futures: list[tuple[Any, _Letter]] = []
@@ -69,6 +74,9 @@ class KafkaDeadLetterSink:
         self._submit((message, rejection, False))
 
     def _submit(self, letter: _Letter) -> None:
+        if self._unsent:  # the producer refused the last one: queue behind it, in order
+            self._unsent.append(letter)
+            return
         message, rejection, headers_only = letter
         key, value, headers = dlq_record(message, rejection,
                                          0 if headers_only else self.max_value_bytes)
@@ -124,7 +132,7 @@ class KafkaDeadLetterSink:
                 self._producer.close(timeout=0)
             self._producer = None
         if self._unsent:
-            raise SourceUnavailable(f"{len(self._unsent)} dead letters not acknowledged")
+            raise DeadLetterUnavailable(f"{len(self._unsent)} dead letters not acknowledged")
 
     def _advance(self, partition: int, next_offset: int) -> None:
         # The latest acknowledgement wins, not the largest: acks arrive in send order, so
@@ -155,7 +163,13 @@ class KafkaDeadLetterSink:
         return "" if found is None else str(found)
 
     def resume_after(self, position: dict[int, int], incarnation: str = "") -> int:
-        """Read the dead letters written after ``position`` and remember their sources."""
+        """Read the dead letters written after ``position`` and remember their sources.
+
+        A process killed while the broker was stalled (frozen, overloaded) may still have
+        produce requests in the broker's socket buffers, written after this read if the
+        broker gets to them later. So the log end is read again after ``settle_s`` and any
+        tail read too, until it stops growing (at most ``settle_rounds`` times).
+        """
         reader = self._reader()
         try:
             tps = self._partitions(reader)
@@ -176,12 +190,24 @@ class KafkaDeadLetterSink:
                     self._already_sent.add(src)
 
             read_to_end(reader, starts, remember, ends=ends)
+            first_end = dict(ends)
+            for _ in range(self.settle_rounds):
+                time.sleep(self.settle_s)
+                later = exact_ends(reader, tps)
+                if later == ends:
+                    break
+                read_to_end(reader, dict(ends), remember, ends=later)
+                ends = later
         except (KafkaError, TimeoutError) as exc:
             raise SourceUnavailable(f"cannot read the DLQ back: {exc}") from exc
         finally:
             reader.close()
-        log.info("DLQ: %d dead letters since the checkpoint will not be sent again",
-                 len(self._already_sent))
+        log.info("DLQ: %d dead letters since the checkpoint will not be sent again "
+                 "(checkpoint position %s of log %s; log %s now; read %s to %s, then to %s)",
+                 len(self._already_sent), position, incarnation or "?", now,
+                 {tp.partition: o for tp, o in starts.items()},
+                 {tp.partition: o for tp, o in first_end.items()},
+                 {tp.partition: o for tp, o in ends.items()})
         return len(self._already_sent)
 
     def _reader(self) -> KafkaConsumer:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.redis_client import replicated_pipeline, run_replicated
 from model_store.redis_store import translate_errors
 
 __all__ = ["MemoryCounters", "RedisCounters"]
@@ -35,11 +36,15 @@ class RedisCounters:
         client: a redis client.
         prefix: key prefix shared with the vector store.
         token_ttl_s: how long an applied token is remembered (longer than any restart).
+        replicas: replicas that must hold an application before it counts as done
+            (``redis.wait_replicas``); 0 trusts the master's acknowledgement.
+        replica_wait_s: how long to wait for them before reporting an outage.
     """
 
     def __init__(self, client: Any, prefix: str = "freshrec", token_ttl_s: int = 7 * 86400,
-                 ) -> None:
+                 replicas: int = 0, replica_wait_s: float = 2.0) -> None:
         self.client = client
+        self.replicas, self.replica_wait_s = replicas, replica_wait_s
         self.prefix = prefix
         self.token_ttl_s = token_ttl_s
         self._apply = client.register_script(_APPLY)
@@ -62,7 +67,11 @@ class RedisCounters:
         for (arm, etype), n in arms.items():
             if n:
                 args += [4, f"{arm}:{etype}", n]
-        return bool(self._apply(keys=key_list, args=args))
+        if not self.replicas:
+            return bool(self._apply(keys=key_list, args=args))
+        pipe = replicated_pipeline(self.client, key_list[1])
+        self._apply(keys=key_list, args=args, client=pipe)
+        return bool(run_replicated(pipe, self.client, self.replicas, self.replica_wait_s)[0])
 
     def item_stats(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(impressions, clicks) per item, zeros for unseen items."""

@@ -16,11 +16,14 @@ import redis
 
 from model_store.base import StoreUnavailable
 
-__all__ = ["connect", "is_readonly", "translate_errors"]
+__all__ = ["connect", "is_readonly", "replicated_pipeline", "run_replicated",
+           "translate_errors"]
 
 _T = TypeVar("_T")
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
                 redis.exceptions.ClusterDownError, redis.exceptions.ClusterError)
+_MOVED = (redis.exceptions.MovedError, redis.exceptions.AskError,
+          redis.exceptions.TryAgainError)
 
 
 def is_readonly(exc: redis.ResponseError) -> bool:
@@ -59,6 +62,57 @@ def translate_errors(cls: type[_T]) -> type[_T]:
 
         setattr(cls, name, wrap(fn))
     return cls
+
+
+def replicated_pipeline(client: Any, key: str) -> Any:
+    """A pipeline on one connection to the node that holds ``key``'s slot.
+
+    ``WAIT`` counts the replicas that have the writes of *its own connection*, so the
+    writes and their ``WAIT`` must share one: a pooled client would hand ``WAIT`` whichever
+    connection was free. In a Cluster every key one operation touches shares a hash tag,
+    so the whole operation lives on that node.
+    """
+    locate = getattr(client, "get_node_from_key", None)
+    node = client if locate is None else locate(key).redis_connection
+    return node.pipeline(transaction=False)
+
+
+def run_replicated(pipe: Any, client: Any, replicas: int, timeout_s: float) -> list[Any]:
+    """Execute ``pipe``, then wait until ``replicas`` replicas hold its writes.
+
+    Redis replicates asynchronously: a master lost right after it acknowledged a write
+    takes the write with it when its replica is promoted. Fewer replicas than asked for
+    within ``timeout_s`` is an outage (:class:`StoreUnavailable`), so the caller retries
+    the write, which is idempotent everywhere it is used (counter tokens, version names).
+    """
+    pipe.execute_command("WAIT", replicas, max(1, int(timeout_s * 1000)))
+    try:
+        out = pipe.execute()
+    except _MOVED as exc:  # the slot moved (a failover): reached directly, no redirect
+        _refresh_routes(client)
+        raise StoreUnavailable(f"Redis unavailable: slot moved: {_printable(exc)}") from exc
+    except (*_UNAVAILABLE, redis.ResponseError):
+        _refresh_routes(client)
+        raise
+    if int(out[-1]) < replicas:
+        raise StoreUnavailable(f"Redis unavailable: {out[-1]} of {replicas} replicas "
+                               f"acknowledged the write within {timeout_s} s")
+    return list(out[:-1])
+
+
+def _refresh_routes(client: Any) -> None:
+    """After a failure on a node reached directly: learn the Cluster's slots afresh.
+
+    A failover moves the slots to the promoted replica; the Cluster client learns that by
+    itself only on commands routed through it.
+    """
+    nodes = getattr(client, "nodes_manager", None)
+    if nodes is not None:
+        with contextlib.suppress(Exception):
+            nodes.initialize()
+    else:
+        _reconnect(client)
+
 
 def _printable(exc: Exception, limit: int = 300) -> str:
     """An error's text fit for one log line.

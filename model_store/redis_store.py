@@ -26,7 +26,13 @@ import numpy as np
 import redis
 
 from model_store.base import PinnedError, StaleParentError, VersionInfo
-from model_store.redis_client import connect, is_readonly, translate_errors
+from model_store.redis_client import (
+    connect,
+    is_readonly,
+    replicated_pipeline,
+    run_replicated,
+    translate_errors,
+)
 from model_store.redis_scripts import FLIP, ROLLBACK
 
 __all__ = ["RedisVectorStore", "connect", "translate_errors"]
@@ -43,12 +49,17 @@ class RedisVectorStore:
         client: a ``redis.Redis`` built by the caller (URL, password, TLS are its business).
         prefix: key prefix, default ``freshrec``.
         retention: versions kept per arm (>= 2 so a rollback target exists).
+        replicas: replicas that must hold a version's rows before its flip, and the flip
+            before the publish returns (``redis.wait_replicas``); 0 trusts the master.
+        replica_wait_s: how long to wait for them before reporting an outage.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "freshrec", retention: int = 3) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "freshrec", retention: int = 3,
+                 replicas: int = 0, replica_wait_s: float = 2.0) -> None:
         if retention < 2:
             raise ValueError("retention must be >= 2")
         self.client: Any = client  # redis.Redis or a cluster client; bytes responses
+        self.replicas, self.replica_wait_s = replicas, replica_wait_s
         self.prefix = prefix
         self.retention = retention
         self._flip = client.register_script(FLIP)
@@ -94,7 +105,10 @@ class RedisVectorStore:
         raw = vecs.tobytes()
         row = vecs.shape[1] * 4
         vec_key = f"{base}vec:{version}"
-        pipe = self.client.pipeline(transaction=False)
+        # With replicas to wait for, rows, flip and WAIT share one connection to the arm's
+        # node: a promoted replica then never holds a flip without the rows it points at.
+        pipe = (replicated_pipeline(self.client, base) if self.replicas
+                else self.client.pipeline(transaction=False))
         # Listed among the arm's layers before a byte is written: if Redis goes away before
         # the flip, the next flip's clean-up deletes what was written (the arm has one
         # publisher), so an outage mid-publish leaves no orphaned version behind.
@@ -104,11 +118,16 @@ class RedisVectorStore:
             pipe.hset(vec_key, mapping={ids[k]: raw[k * row:(k + 1) * row]
                                         for k in range(start, stop)})
         pipe.hset(f"{base}meta:{version}", mapping=_info_to_hash(info))
-        pipe.execute()
+        self._execute(pipe)
+        flip_keys = [base + "current", base + "versions", base + "pinned", base + "layers"]
+        flip_args: list[str | int] = [version, self.retention, base, parent or ""]
         try:
-            self._flip(keys=[base + "current", base + "versions", base + "pinned",
-                             base + "layers"],
-                       args=[version, self.retention, base, parent or ""])
+            if self.replicas:
+                flip = replicated_pipeline(self.client, base)
+                self._flip(keys=flip_keys, args=flip_args, client=flip)
+                self._execute(flip)
+            else:
+                self._flip(keys=flip_keys, args=flip_args)
         except redis.ResponseError as exc:
             if is_readonly(exc):
                 raise  # a failover: nothing ran; the next flip's clean-up removes the keys
@@ -118,6 +137,11 @@ class RedisVectorStore:
             if "STALE" in str(exc):
                 raise StaleParentError(f"arm {arm!r}: {parent!r} is no longer current") from exc
             raise
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        if self.replicas:
+            return run_replicated(pipe, self.client, self.replicas, self.replica_wait_s)
+        return list(pipe.execute())
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
         """Pointer and vectors read in one transaction; retried if the pointer moved."""
@@ -213,8 +237,14 @@ class RedisVectorStore:
     def rollback(self, arm: str) -> str:
         """Flip to the previous version and pin the arm there."""
         base = self.base(arm)
+        keys = [base + "current", base + "versions", base + "pinned"]
         try:
-            got = self._rollback(keys=[base + "current", base + "versions", base + "pinned"])
+            if self.replicas:
+                pipe = replicated_pipeline(self.client, base)
+                self._rollback(keys=keys, client=pipe)
+                got = self._execute(pipe)[0]
+            else:
+                got = self._rollback(keys=keys)
         except redis.ResponseError as exc:
             if is_readonly(exc):
                 raise  # a failover: an outage, not a refusal

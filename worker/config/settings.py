@@ -75,6 +75,11 @@ class RedisSettings(Section):
     # A command not answered within this many seconds fails as an outage (the worker retries
     # with backoff); `serve.redis_timeout_s` is the API's own, sub-second one.
     timeout_s: float = Field(10.0, gt=0)
+    # Replicas that must hold a counter update, a version and its flip before they count as
+    # done (WAIT): a master lost right after acknowledging loses nothing once its replica is
+    # promoted. 0 trusts the master's acknowledgement (a single Redis, or loss tolerated).
+    wait_replicas: int = Field(0, ge=0)
+    wait_replicas_s: float = Field(2.0, gt=0)  # fewer in time: an outage, retried
 
 
 class IngestSettings(Section):

@@ -72,8 +72,9 @@ def redis_client(settings: Settings, timeout_s: float | None = None) -> Any:
 
 def vector_store(settings: Settings, client: Any = None) -> RedisVectorStore:
     """The configured Redis vector store (on ``client``, else a new one)."""
+    r = settings.redis
     return RedisVectorStore(client if client is not None else redis_client(settings),
-                            settings.redis.prefix, settings.redis.retention_versions)
+                            r.prefix, r.retention_versions, r.wait_replicas, r.wait_replicas_s)
 
 
 def ramp_controller(settings: Settings, client: Any = None) -> RampController:
@@ -85,8 +86,9 @@ def ramp_controller(settings: Settings, client: Any = None) -> RampController:
 
 def counters(settings: Settings, client: Any = None) -> RedisCounters:
     """Shared per-item and per-arm counters in the configured Redis (on ``client``)."""
-    return RedisCounters(client if client is not None else redis_client(settings),
-                         settings.redis.prefix)
+    r = settings.redis
+    return RedisCounters(client if client is not None else redis_client(settings), r.prefix,
+                         replicas=r.wait_replicas, replica_wait_s=r.wait_replicas_s)
 
 
 @dataclass

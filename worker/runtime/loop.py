@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from consumers.base import SourceUnavailable
+from consumers.base import DeadLetterUnavailable, SourceUnavailable
 from consumers.eviction import ItemEvictor
 from consumers.pipeline import BatchReport, IngestPipeline
 from consumers.snapshot import FeedSnapshot
@@ -235,6 +235,7 @@ class Worker:
         self._dirty = False
         self._checkpointed = True
         self.metrics.record_up("checkpoint", True)
+        self.metrics.record_up("dlq", True)  # its letters were acknowledged first
 
     def run(self, stop: threading.Event, max_backoff_s: float = 30.0) -> None:
         """Loop until ``stop`` is set; checkpoint once more on the way out.
@@ -286,6 +287,8 @@ class Worker:
 
 def _dependency(exc: Exception) -> str:
     """The dependency an ``*Unavailable`` error is about (a metric and readiness label)."""
+    if isinstance(exc, DeadLetterUnavailable):
+        return "dlq"
     if isinstance(exc, SourceUnavailable):
         return "kafka"
     return "checkpoint" if isinstance(exc, CheckpointUnavailable) else "redis"

@@ -104,13 +104,13 @@ class Metrics(ExperimentMetrics):
         self.drift_responses = Counter("freshrec_drift_responses", "Cycles whose replay mix was "
                                        "boosted towards recent data by a drift alert", registry=r)
         self.up = Gauge("freshrec_up", "1 while the dependency answered its last call "
-                        "(kafka, redis, checkpoint: the checkpoint disk)", ["dependency"],
-                        registry=r)
+                        "(kafka, redis, checkpoint: the checkpoint disk, dlq: the dead-letter "
+                        "producer)", ["dependency"], registry=r)
         self.loop_errors = Counter("freshrec_loop_errors", "Loop iterations that failed on an "
                                    "unavailable dependency and were retried after a backoff",
                                    ["dependency"], registry=r)
         self.health = Health()
-        for dep in ("kafka", "redis", "checkpoint"):
+        for dep in ("kafka", "redis", "checkpoint", "dlq"):
             self.record_up(dep, True)
         for reason in Reason:
             self.events_rejected.labels(reason.value)
