@@ -99,6 +99,10 @@ class RedisPair:
         _wait(lambda: _in_sync(a), 30)
         a.replicaof("NO", "ONE")
         b.replicaof("127.0.0.1", self.ports["a"])
+        # A replica that finished a full sync rewrites its append-only file; until that
+        # is done, a stop (SIGINT: "Writing initial AOF, can't exit", then SIGKILL after
+        # the grace) would lose every write since the sync: Redis's data loss, not ours.
+        _wait(lambda: _aof_settled(a), 60)
 
     def stop(self) -> None:
         """Proxy and servers down."""
@@ -130,6 +134,12 @@ def freeze(pid: int, seconds: float) -> None:
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def _aof_settled(server: redis.Redis) -> bool:
+    info = server.info("persistence")
+    return bool(info.get("aof_rewrite_in_progress") == 0
+                and info.get("aof_rewrite_scheduled") == 0 and info.get("loading") == 0)
 
 
 def _in_sync(replica: redis.Redis) -> bool:

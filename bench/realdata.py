@@ -16,8 +16,11 @@ table and the ratio of each freshrec arm to the best peer.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -26,6 +29,7 @@ from bench.movielens import Ratings, load
 from bench.peers import ALSRefit, Peer, Popularity, RiverMF, SASRecRefit, Transitions
 from bench.rankers import FreshrecArms
 from bench.results import emit, parser, target
+from worker.config import TrainingSettings
 
 COLD = 5  # an item with fewer earlier positives is cold
 
@@ -78,6 +82,32 @@ class Query:
     cold: bool
 
 
+def peer_makers(data: Ratings, args: Any) -> dict[str, Callable[[], Peer]]:
+    """Each peer by its ``--peers`` key, built on demand."""
+    u, i = data.n_users, data.n_items
+    return {
+        "popularity": lambda: Popularity(u, i),
+        "decayed": lambda: Popularity(u, i, half_life=2000),
+        "transitions": lambda: Transitions(u, i, 3),
+        "river": lambda: RiverMF(u, i, seed=args.seed),
+        "als": lambda: ALSRefit(u, i, every=2000),
+        "sasrec": lambda: SASRecRefit(u, i, every=5000, epochs=3 if args.smoke else 20,
+                                      seed=args.seed),
+    }
+
+
+def training_settings(pairs: list[str]) -> TrainingSettings:
+    """The freshrec arms' training settings: the defaults, then ``KEY=VALUE`` overrides."""
+    values: dict[str, Any] = {"cycle_interval_s": 0}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return TrainingSettings(**values)
+
+
 def events_of(k: int, user: int, slate: list[int], item: int, clicked: bool, ts_ms: int,
               data: Ratings) -> list[bytes]:
     """The request's impressions (and click) as contract events."""
@@ -102,6 +132,10 @@ def main() -> None:  # noqa: PLR0915 - one replay, read top to bottom
     ap.add_argument("--limit", type=int, default=0, help="only the first N ratings (0: all)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-sasrec", action="store_true")
+    ap.add_argument("--peers", default="popularity,decayed,transitions,river,als,sasrec",
+                    help="comma-separated peers to run beside freshrec")
+    ap.add_argument("--training", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [training] setting for freshrec's arms (repeatable)")
     args = ap.parse_args()
     if args.smoke:
         args.limit, args.cycle_every = 4000, 300
@@ -112,15 +146,12 @@ def main() -> None:  # noqa: PLR0915 - one replay, read top to bottom
     rated = np.zeros((data.n_users, data.n_items), bool)  # rated by the end (slate negatives)
     rated[data.user, data.item] = True
     seen = np.zeros((data.n_users, data.n_items), bool)  # rated so far (excluded candidates)
-    peers: list[Peer] = [Popularity(data.n_users, data.n_items),
-                         Popularity(data.n_users, data.n_items, half_life=2000),
-                         Transitions(data.n_users, data.n_items, 3),
-                         RiverMF(data.n_users, data.n_items, seed=args.seed),
-                         ALSRefit(data.n_users, data.n_items, every=2000)]
-    if not args.no_sasrec:
-        peers.append(SASRecRefit(data.n_users, data.n_items, every=5000,
-                                 epochs=3 if args.smoke else 20, seed=args.seed))
-    arms = FreshrecArms(data, seed=args.seed)
+    wanted = set(args.peers.split(","))
+    if args.no_sasrec:
+        wanted.discard("sasrec")
+    peers: list[Peer] = [peer() for key, peer in peer_makers(data, args).items()
+                         if key in wanted]
+    arms = FreshrecArms(data, seed=args.seed, training=training_settings(args.training))
     batch = [p for p in peers if not p.online]
     tallies = {name: Tally() for name in [*arms.names, *(p.name for p in peers), "random"]}
     pending: list[Query] = []
