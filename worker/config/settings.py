@@ -158,6 +158,9 @@ class TrainingSettings(Section):
     # default: trained every cycle they made candidates fail the gate more often, and on
     # bench.realdata they did not beat the plain mean of the history yet.
     user_tower: bool = False
+    # A second learnt row per item for its role as history (rows published as [w, b, v];
+    # worker.learning.model). Off: on all of bench.realdata it did not beat plain rows yet.
+    context_vectors: bool = False
     # Layers a delta version may read (itself + ancestors) before a full version is
     # published again; 1 publishes every version in full.
     publish_max_layers: int = Field(8, ge=1)
@@ -278,7 +281,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _memory_budget(self) -> Settings:
         """Fill the state caps left unset from ``ingest.memory_budget_bytes``."""
-        caps = budgeted_ingest(self.ingest, self.model.dim, len(self.experiment.arms))
+        # Context vectors give each item a second learnt row per lineage: twice the rows.
+        rows = 2 if self.training.context_vectors else 1
+        caps = budgeted_ingest(self.ingest, self.model.dim * rows, len(self.experiment.arms))
         if caps:
             object.__setattr__(self, "ingest", self.ingest.model_copy(update=caps))
         return self

@@ -183,7 +183,7 @@ class Lineage:
         after it. The sparse tables then hold only rows changed or new since
         (``<table>@rows`` lists them); the dense parameters are small and always whole.
         """
-        sparse = {"collab.weight", "item_bias.weight"}
+        sparse = {"collab.weight", "item_bias.weight", "ctx.weight"}
         rows = None
         if since is not None:
             rows = np.union1d(np.flatnonzero(self.row_stamp > since),

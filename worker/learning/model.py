@@ -7,7 +7,8 @@ their recent positive items, newest first, by the user tower of
 :mod:`worker.learning.user_tower` (recency weights, a context map and a next-item map, plus
 the prior ``u0``), so serving needs only item vectors, the tower's few parameters and a
 history. ``logit = <u, w_i> + b_i + b0``. The published vector is ``[w_i, b_i + b0]`` and
-the serving user vector ``[u, 1]``: one dot product gives the exact logit.
+the serving user vector ``[u, 1]``: one dot product gives the exact logit. With context
+vectors the published row is ``[w_i, b_i + b0, v_i]`` and the user vector ``[u, 1, 0...]``.
 
 Pure library: no Kafka, Redis or environment access; seeded; ``state_dict`` round-trips.
 """
@@ -43,10 +44,17 @@ class FreshRecModel(nn.Module):
         history_len: history positions the user tower weighs (longer ones are cut).
         learn_order: train the user tower's recency, context and next-item parameters;
             False keeps them at their start, the plain mean of the history.
+        context_vectors: give every item a second learned row, ``v_i``, for its role in a
+            history (what watching it says about the next item), apart from ``w_i``, its
+            role as a candidate. The user then carries ``sum_k a_k v_k`` too, so "A then
+            B" is scored by ``v_A . w_B``, which need not equal ``v_B . w_A``: an
+            item-to-item model of full rank, learnt by the same cycles (asymmetric factor
+            models: Koren's NSVD, FISM).
     """
 
     def __init__(self, text_dim: int = 384, dim: int = 64, capacity: int = 1024,
-                 seed: int = 0, history_len: int = 10, learn_order: bool = False) -> None:
+                 seed: int = 0, history_len: int = 10, learn_order: bool = False,
+                 context_vectors: bool = False) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.text_dim, self.dim, self.seed = text_dim, dim, seed
@@ -61,6 +69,12 @@ class FreshRecModel(nn.Module):
         with torch.no_grad():
             self.collab.weight.copy_(_noise(capacity, dim, seed * 1_000_003 + 0))
         nn.init.zeros_(self.item_bias.weight)
+        # Zero at the start: a history then reads as the plain tower would read it, and
+        # each v_k moves only by what its item predicted about the items that followed.
+        self.ctx: nn.Embedding | None = None
+        if context_vectors:
+            self.ctx = nn.Embedding(capacity, dim, sparse=True)
+            nn.init.zeros_(self.ctx.weight)
         self.alpha = nn.Parameter(torch.tensor(1.0))
         self.user_prior = nn.Parameter(_noise(1, dim, seed * 1_000_003 + 1)[0])
         self.bias = nn.Parameter(torch.zeros(1))
@@ -76,9 +90,15 @@ class FreshRecModel(nn.Module):
         """Rows in the sparse embeddings."""
         return int(self.collab.num_embeddings)
 
+    @property
+    def width(self) -> int:
+        """Width of a published item row: ``[w, b]``, then ``v`` with context vectors."""
+        return self.dim + 1 + (self.dim if self.ctx is not None else 0)
+
     def sparse_parameters(self) -> list[torch.Tensor]:
         """Parameters with sparse gradients (for SparseAdam)."""
-        return [self.collab.weight, self.item_bias.weight]
+        rows = [self.collab.weight, self.item_bias.weight]
+        return rows if self.ctx is None else [*rows, self.ctx.weight]
 
     def dense_parameters(self) -> list[torch.Tensor]:
         """Everything else (for Adam)."""
@@ -92,7 +112,10 @@ class FreshRecModel(nn.Module):
         new_cap = self.capacity
         while new_cap < capacity:
             new_cap *= 2
-        for name, width in (("collab", self.dim), ("item_bias", 1)):
+        tables = [("collab", self.dim), ("item_bias", 1)]
+        if self.ctx is not None:
+            tables.append(("ctx", self.dim))
+        for name, width in tables:
             old: nn.Embedding = getattr(self, name)
             new = nn.Embedding(new_cap, width, sparse=True, device=old.weight.device)
             with torch.no_grad():
@@ -112,6 +135,8 @@ class FreshRecModel(nn.Module):
         idx = torch.as_tensor(rows, dtype=torch.long, device=device)
         self.collab.weight[idx] = _noise(len(rows), self.dim, self.seed * 7919 + salt).to(device)
         self.item_bias.weight[idx] = 0.0
+        if self.ctx is not None:
+            self.ctx.weight[idx] = 0.0
 
     def item_vectors(self, rows: torch.Tensor, semantic: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,13 +158,18 @@ class FreshRecModel(nn.Module):
         w_u, b_u = self.item_vectors(rows, semantic)
         w_i, b_i = w_u[where[:batch]], b_u[where[:batch]]
         w_h = w_u[where[batch:]].reshape(*history.shape, -1)
-        return (self.user(w_h, history_mask) * w_i).sum(-1) + b_i + self.bias
+        v_h = None
+        if self.ctx is not None:
+            v_h = self.ctx(rows)[where[batch:]].reshape(*history.shape, -1)
+        return (self.user(w_h, history_mask, v_h) * w_i).sum(-1) + b_i + self.bias
 
-    def user(self, w_h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def user(self, w_h: torch.Tensor, mask: torch.Tensor, v_h: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """User vectors (B, dim) from history vectors (B, H, dim), newest first, 0/1 mask.
 
-        The formula of :class:`worker.learning.user_tower.UserTower`, which serving
-        evaluates in numpy from the published parameters.
+        ``v_h``: the history's context vectors (B, H, dim), pooled with the same recency
+        weights. The formula of :class:`worker.learning.user_tower.UserTower`, which
+        serving evaluates in numpy from the published parameters.
         """
         h = min(w_h.shape[1], self.recency.shape[0])
         w_h, mask = w_h[:, :h], mask[:, :h].to(w_h.dtype)
@@ -147,6 +177,9 @@ class FreshRecModel(nn.Module):
         e = torch.exp(r - r.max()) * mask
         pooled = (e.unsqueeze(-1) * w_h).sum(1) / e.sum(1, keepdim=True).clamp(min=1e-12)
         user = self.user_prior + pooled @ self.context.T
+        if v_h is not None:
+            user = user + (e.unsqueeze(-1) * v_h[:, :h]).sum(1) / e.sum(1, keepdim=True).clamp(
+                min=1e-12)
         if h:
             user = user + mask[:, :1] * (w_h[:, 0] @ self.last.T)
         return user
@@ -161,7 +194,7 @@ class FreshRecModel(nn.Module):
 
     @torch.no_grad()
     def export(self, n_items: int, semantic: torch.Tensor) -> np.ndarray:
-        """Serving vectors ``[w_i, b_i + b0]`` for rows ``0..n_items-1`` as float32 (n, dim+1)."""
+        """Serving rows ``[w_i, b_i + b0(, v_i)]`` for rows ``0..n_items-1``, float32."""
         return self.export_rows(np.arange(n_items), semantic)
 
     @torch.no_grad()
@@ -170,12 +203,15 @@ class FreshRecModel(nn.Module):
 
         In chunks: gathering a million rows' text vectors at once would copy 1.5 GB.
         """
-        out = np.empty((len(rows_np), self.dim + 1), np.float32)
+        out = np.empty((len(rows_np), self.width), np.float32)
         for start in range(0, len(rows_np), 65536):
             rows = torch.as_tensor(rows_np[start:start + 65536], dtype=torch.long,
                                    device=semantic.device)
             w, b = self.item_vectors(rows, semantic)
-            part = torch.cat([w, (b + self.bias).unsqueeze(-1)], dim=-1)
+            parts = [w, (b + self.bias).unsqueeze(-1)]
+            if self.ctx is not None:
+                parts.append(self.ctx(rows))
+            part = torch.cat(parts, dim=-1)
             out[start:start + len(rows)] = part.float().cpu().numpy()
         return out
 
@@ -188,4 +224,4 @@ class FreshRecModel(nn.Module):
         def arr(p: torch.Tensor) -> np.ndarray:
             return p.detach().float().cpu().numpy()
         return UserTower(arr(self.user_prior), arr(self.recency), arr(self.context),
-                         arr(self.last))
+                         arr(self.last), context_vectors=self.ctx is not None)

@@ -73,7 +73,7 @@ def publish_version(store: VectorStore, table: ItemTable, lin: Lineage, model: F
         rows = lin.changed_rows(model is lin.model, new[new < n], n)
         rows = None if rows is None else rows[live[rows]]
     info = VersionInfo(
-        version=version, dim=model.dim + 1, item_count=int(live.sum()),
+        version=version, dim=model.width, item_count=int(live.sum()),
         created_at=datetime.now(UTC).isoformat(), model_version=version,
         extra={"lineage": lin.kind, "max_event_ts": str(times[0]),
                "watermark_ms": str(times[1]), "layout": "w|bias"},

@@ -76,7 +76,8 @@ class Trainer(TrainerState):
         self.lineages: dict[str, Lineage] = {}
         for k, arm in enumerate(arms):
             model = FreshRecModel(table.text_dim, arm.dim or dim, seed=seed + k,
-                                  learn_order=cfg.user_tower).to(self.device)
+                                  learn_order=cfg.user_tower,
+                                  context_vectors=cfg.context_vectors).to(self.device)
             self.lineages[arm.name] = Lineage(arm.name, arm.lineage, model, cfg.lr, arm.teacher,
                                               sparse_lr=cfg.sparse_lr)
             self.lineages[arm.name].sync = grad_sync

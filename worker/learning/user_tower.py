@@ -5,6 +5,10 @@ A user vector is built from the vectors of the user's recent positive items, new
     a_k  = exp(r_k) * m_k / sum_j exp(r_j) * m_j        recency weights over present items
     u    = u0 + C @ (sum_k a_k w_k) + m_0 * (L @ w_0)    w_k: item vectors, m_k: present
 
+With context vectors (published after ``[w, b]`` as ``[w, b, v]``), the user also carries
+``sum_k a_k v_k``: each item's own, learnt reading as history, so the item-to-item part is
+of full rank. The user vector is then ``[u, 1, 0...]``, as wide as a published row.
+
 ``r`` (one logit per history position), ``C`` (how a watched item reads as context, not
 as a target) and ``L`` (what the newest item says about the next one) make the user
 order-aware and asymmetric: ``(L w_A) . w_B`` need not equal ``(L w_B) . w_A``, so "A then
@@ -37,12 +41,19 @@ class UserTower:
         recency: ``r`` (history,), one logit per position, newest first.
         context: ``C`` (dim, dim).
         last: ``L`` (dim, dim).
+        context_vectors: published rows are ``[w, b, v]`` (width 2 dim + 1).
     """
 
     prior: np.ndarray
     recency: np.ndarray
     context: np.ndarray
     last: np.ndarray
+    context_vectors: bool = False
+
+    @property
+    def width(self) -> int:
+        """Width of a published row, and of the user vector."""
+        return self.dim + 1 + (self.dim if self.context_vectors else 0)
 
     @property
     def dim(self) -> int:
@@ -63,7 +74,8 @@ class UserTower:
 
     def to_bytes(self) -> bytes:
         """A self-describing little-endian blob (stored in the version's metadata)."""
-        head = _HEADER.pack(_MAGIC, 1, self.history_len, self.dim)
+        head = _HEADER.pack(_MAGIC, 2 if self.context_vectors else 1, self.history_len,
+                            self.dim)
         body = [np.asarray(a, "<f4").tobytes() for a in (self.recency, self.context, self.last)]
         return head + b"".join(body)
 
@@ -77,27 +89,28 @@ class UserTower:
         if not tower:
             return cls.mean(u0)
         magic, version, hist, dim = _HEADER.unpack_from(tower)
-        if magic != _MAGIC or version != 1 or dim != len(u0):
+        if magic != _MAGIC or version not in (1, 2) or dim != len(u0):
             raise ValueError(f"unknown user tower (magic {magic!r}, version {version}, "
                              f"dim {dim} for a prior of {len(u0)})")
         body = np.frombuffer(tower, "<f4", offset=_HEADER.size).astype(np.float32)
         if len(body) != hist + 2 * dim * dim:
             raise ValueError("user tower blob has the wrong length")
         return cls(u0, body[:hist], body[hist:hist + dim * dim].reshape(dim, dim),
-                   body[hist + dim * dim:].reshape(dim, dim))
+                   body[hist + dim * dim:].reshape(dim, dim), context_vectors=version == 2)
 
     def user_vector(self, history: np.ndarray, present: np.ndarray | None = None
                     ) -> np.ndarray:
-        """``[u, 1]`` (dim + 1,) from history rows laid out as published, ``[w, bias]``.
+        """``[u, 1]`` (``[u, 1, 0...]`` with context vectors) from published history rows.
 
         Args:
-            history: (n, dim + 1) vectors of the recent positives, newest first; rows
-                beyond :attr:`history_len` are ignored.
+            history: (n, width) rows of the recent positives, newest first (``[w, b]``
+                or ``[w, b, v]``); rows beyond :attr:`history_len` are ignored.
             present: (n,) False where an item has no vector in the version (its row is
                 ignored, and its position stays taken); None: all present.
         """
         n = min(len(history), self.history_len)
-        w = np.nan_to_num(np.asarray(history[:n, :-1], np.float32))
+        d = self.dim
+        w = np.nan_to_num(np.asarray(history[:n, :d], np.float32))
         m = (np.ones(n, bool) if present is None else np.asarray(present[:n], bool))
         m = m & ~np.isnan(np.asarray(history[:n, 0], np.float32)) if n else m
         user = self.prior.copy()
@@ -106,6 +119,10 @@ class UserTower:
             e = np.exp(r - r[m].max()) * m
             pooled = (e[:, None] * w).sum(0) / e.sum()
             user += self.context @ pooled
+            if self.context_vectors:
+                v = np.nan_to_num(np.asarray(history[:n, d + 1:], np.float32))
+                user += (e[:, None] * v).sum(0) / e.sum()
             if m[0]:
                 user += self.last @ w[0]
-        return np.concatenate([user, [1.0]]).astype(np.float32)
+        tail = np.zeros(d if self.context_vectors else 0, np.float32)
+        return np.concatenate([user, [1.0], tail]).astype(np.float32)

@@ -10,6 +10,7 @@ import itertools
 import random
 
 import numpy as np
+import pytest
 
 from consumers.dlq import MemoryDeadLetters
 from consumers.events import RawMessage
@@ -51,13 +52,15 @@ def no_texts(texts: object) -> np.ndarray:
     raise AssertionError("an id-only catalog has no texts to encode")
 
 
-def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
+@pytest.mark.parametrize("context_vectors", [False, True])
+def test_id_only_vectors_move_and_rank_better_than_popularity(context_vectors: bool) -> None:
     msgs = stream(12_000, seed=1)
     source = ListSource(msgs)
     pipeline = IngestPipeline(source, MemoryDeadLetters(), joiner=Joiner(window_ms=5000))
     store = MemoryVectorStore()
     cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=10, batch_size=256,
-                           warmup_cycles=0, lr=0.03, gate_samples=512)
+                           warmup_cycles=0, lr=0.03, gate_samples=512,
+                           context_vectors=context_vectors)
     trainer = Trainer([ArmSettings(name="fresh", lineage="incremental", share=1.0)], cfg,
                       ItemTable(16), no_texts, store, dim=16, seed=0)
     now = itertools.count()
@@ -70,7 +73,8 @@ def test_id_only_vectors_move_and_rank_better_than_popularity() -> None:
     ids = [f"i{i}" for i in range(ITEMS)]
     _, vectors, found = store.lookup("fresh", ids)
     assert found.all()
-    assert float(np.abs(vectors[:, :-1]).max()) > 0.05  # the w part moved, not only biases
+    assert vectors.shape[1] == (33 if context_vectors else 17) == info.dim
+    assert float(np.abs(vectors[:, :16]).max()) > 0.05  # the w part moved, not only biases
     prior = np.frombuffer(info.user_prior, "<f4")
     assert float(np.abs(prior).max()) > 0
     tower = UserTower.from_bytes(info.user_prior, info.user_tower)

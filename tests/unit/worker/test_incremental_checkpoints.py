@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from consumers.events import ItemUpdate
 from model_store.checkpoints import CheckpointStore
@@ -13,10 +14,13 @@ from worker.runtime.loop import Worker
 from worker.runtime.metrics import Metrics
 
 
-def test_a_delta_chain_restores_the_same_state_as_the_live_worker(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("context_vectors", [False, True])
+def test_a_delta_chain_restores_the_same_state_as_the_live_worker(tiny_bert_dir, tmp_path,
+                                                                  context_vectors):
     enc = TextEncoder(tiny_bert_dir)
     cfg = TrainingSettings(cycle_interval_s=0.0, steps_per_cycle=3, batch_size=128,
-                           warmup_cycles=1, lr=0.02, dense_every_cycles=3)
+                           warmup_cycles=1, lr=0.02, dense_every_cycles=3,
+                           context_vectors=context_vectors)
     msgs = sim_messages(1600)
     source, pipeline, _, trainer = build(enc, msgs, cfg, arms=ARMS)
     ckpts = CheckpointStore(tmp_path, keep=2)
@@ -50,7 +54,7 @@ def test_a_delta_chain_restores_the_same_state_as_the_live_worker(tiny_bert_dir,
             b = getattr(lin2, which).state_dict()
             for key, value in a.items():
                 got, want = b[key].numpy(), value.numpy()
-                if key in ("collab.weight", "item_bias.weight"):  # rows past n: unused
+                if key in ("collab.weight", "item_bias.weight", "ctx.weight"):  # past n: unused
                     got, want = got[:n], want[:n]
                 np.testing.assert_array_equal(got, want, err_msg=f"{name}/{which}/{key}")
     # The restored worker writes a full checkpoint first, then deltas over it again.

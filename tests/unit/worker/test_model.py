@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -70,10 +71,14 @@ def test_sparse_optimiser_touches_only_rows_in_the_batch():
     assert set(changed) <= {3, 5, 7} and changed
 
 
-def test_published_vectors_and_tower_give_the_model_logit_exactly():
+@pytest.mark.parametrize("context_vectors", [False, True])
+def test_published_vectors_and_tower_give_the_model_logit_exactly(context_vectors):
     semantic, items, hist, mask, _ = toy()
-    model = FreshRecModel(16, 8, capacity=64, seed=3, history_len=4)
+    model = FreshRecModel(16, 8, capacity=64, seed=3, history_len=4,
+                          context_vectors=context_vectors)
     with torch.no_grad():
+        if model.ctx is not None:
+            model.ctx.weight.normal_()
         model.collab.weight.normal_()
         model.item_bias.weight.normal_()
         model.user_prior.normal_()
@@ -83,7 +88,7 @@ def test_published_vectors_and_tower_give_the_model_logit_exactly():
         model.last.normal_(0.0, 0.5)
     logits = model(items, hist, mask, semantic).detach().numpy()
     vecs = model.export(50, semantic)
-    assert vecs.shape == (50, 9) and vecs.dtype == np.float32
+    assert vecs.shape == (50, 17 if context_vectors else 9) and vecs.dtype == np.float32
     tower = model.tower()
     served = UserTower.from_bytes(tower.prior.astype("<f4").tobytes(), tower.to_bytes())
     for k in range(40):  # masks with gaps: a missing item keeps its position
@@ -159,3 +164,45 @@ def test_item_table_checkpoints_rows_the_shared_index_handed_out_since_its_last_
     restored = ItemTable(4, index=RowIndex(state["ids"]))
     restored.load(state, tensors)
     assert restored.semantic[0].tolist() == [1.0] * 4 and len(restored) == 3001
+
+
+def test_context_vectors_learn_which_item_follows_which():
+    """A then B clicked, B then A not: only a history-role row can tell them apart."""
+    n = 20
+    semantic = torch.zeros(n, 4)
+    items = torch.arange(n).repeat(40)
+    prev = (items + 1) % n  # the history holds the item after the candidate
+    labels = ((items % 2) == 0).float()
+    hist = torch.where(labels.bool(), prev, (items + n - 1) % n).unsqueeze(1)
+    mask = torch.ones_like(hist, dtype=torch.float32)
+
+    def final_loss(context_vectors: bool) -> float:
+        model = FreshRecModel(4, 8, capacity=n, seed=0, history_len=1,
+                              context_vectors=context_vectors)
+        dense = torch.optim.Adam(model.dense_parameters(), lr=0.05)
+        sparse = torch.optim.SparseAdam(model.sparse_parameters(), lr=0.05)
+        for _ in range(300):
+            loss = F.binary_cross_entropy_with_logits(model(items, hist, mask, semantic), labels)
+            dense.zero_grad()
+            sparse.zero_grad()
+            loss.backward()
+            dense.step()
+            sparse.step()
+        return float(loss)
+
+    assert final_loss(True) < 0.5 * final_loss(False)
+
+
+def test_context_rows_grow_reset_and_survive_a_checkpoint():
+    model = FreshRecModel(16, 8, capacity=4, seed=1, context_vectors=True)
+    assert model.ctx is not None and len(model.sparse_parameters()) == 3
+    with torch.no_grad():
+        model.ctx.weight.fill_(2.0)
+    model.grow(9)
+    assert model.ctx.weight.shape == (16, 8)
+    assert torch.all(model.ctx.weight[:4] == 2.0) and torch.all(model.ctx.weight[4:] == 0.0)
+    model.reset_rows(np.array([1]), salt=5)
+    assert torch.all(model.ctx.weight[1] == 0.0)
+    again = FreshRecModel(16, 8, capacity=16, seed=1, context_vectors=True)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.ctx.weight, model.ctx.weight)
