@@ -63,9 +63,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
               "rules: no drift alert, no alert firing."),
     "realdata": ("Ranking quality on real data", "MovieLens-100k replayed in time order "
                  "through freshrec's learning path, test-then-train: hit@10, NDCG@10 and MRR "
-                 "of the incremental and frozen arms against popularity, item-to-item "
-                 "transitions, River MF, implicit ALS and a SASRec-style model, in the same "
-                 "run. Target: the incremental arm >= 1.25x the best peer's hit@10."),
+                 "of the incremental and frozen arms against the peers the run names "
+                 "(`--peers`: popularity, decayed popularity, item-to-item transitions, "
+                 "River MF, implicit ALS, a SASRec-style model), in the same run. Target: "
+                 "the incremental arm >= 1.25x the best peer's hit@10."),
     "demo": ("The recorded demo run", "`freshrec demo` end to end at its defaults: the lift "
              "of the incremental arm over the frozen control, both p-values, and when each "
              "drift alert first rose against the preference shift. Its history and chart "
