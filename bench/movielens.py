@@ -95,4 +95,6 @@ def load(folder: Path | None = None) -> Ratings:
     return Ratings(user=arr[:, 2].astype(np.int32), item=arr[:, 3].astype(np.int32),
                    rating=arr[:, 4].astype(np.int8), ts_s=arr[:, 0], item_ids=item_ids,
                    texts=[titles[i] for i in item_ids],
-                   source=f"MovieLens-100k from the PyPI wheel {WHEEL} (cached in {where})")
+                   # No machine path: the result lands in the docs.
+                   source=f"MovieLens-100k from the PyPI wheel {WHEEL} (fetched once, cached "
+                          "under $FRESHREC_DATA_DIR or ~/.cache/freshrec)")
