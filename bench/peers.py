@@ -10,6 +10,7 @@ queries are scored in batches between refits, which gives the same answers faste
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +129,7 @@ class ALSRefit(Peer):
         self.pairs: list[tuple[int, int]] = []
         self.user_f = np.zeros((n_users, factors), np.float32)
         self.item_f = np.zeros((n_items, factors), np.float32)
+        self.model: Any = None
 
     @override
     def learn(self, user: int, item: int, label: int) -> None:
@@ -151,11 +153,26 @@ class ALSRefit(Peer):
 
         with threadpool_limits(1, "blas"):
             model.fit(matrix, show_progress=False)
+        self.model = model
         self.user_f, self.item_f = np.asarray(model.user_factors), np.asarray(model.item_factors)
 
     @override
     def score_batch(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        scores: np.ndarray = self.user_f[users] @ self.item_f.T
+        """Item factors of the last fit, each user's solved afresh from their positives.
+
+        implicit's ``recalculate_user``, as a serving ALS does: a user new since the fit,
+        or with positives since, is not scored from stale factors.
+        """
+        if self.model is None:
+            return np.zeros((len(users), self.n_items), np.float32)
+        rows = []
+        for hist in histories:
+            items = np.unique(hist)
+            row = sparse.csr_matrix((np.ones(len(items), np.float32),
+                                     (np.zeros(len(items), np.int64), items)),
+                                    shape=(1, self.n_items))
+            rows.append(np.asarray(self.model.recalculate_user(0, row)).ravel())
+        scores: np.ndarray = np.stack(rows) @ self.item_f.T
         return scores
 
 

@@ -91,8 +91,8 @@ def peer_makers(data: Ratings, args: Any) -> dict[str, Callable[[], Peer]]:
         "transitions": lambda: Transitions(u, i, 3),
         "river": lambda: RiverMF(u, i, seed=args.seed),
         "als": lambda: ALSRefit(u, i, every=2000),
-        "sasrec": lambda: SASRecRefit(u, i, every=5000, epochs=3 if args.smoke else 20,
-                                      seed=args.seed),
+        "sasrec": lambda: SASRecRefit(u, i, every=5000, epochs=3 if args.smoke else 200,
+                                      warm_epochs=3 if args.smoke else 20, seed=args.seed),
     }
 
 
