@@ -25,6 +25,7 @@ replicas start identical. The gradients are averaged (:class:`GradSync`), so the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -74,6 +75,18 @@ class Ranks:
         control = dist.new_group(backend="gloo")
         log.info("trainer rank %d of %d (%s)", dist.get_rank(), world, dist.get_backend())
         return cls(dist.get_rank(), world, control)
+
+    @staticmethod
+    def leave() -> None:
+        """Leave the process group, if this process joined one (a no-op otherwise).
+
+        A process that exits with gloo's threads still running is aborted by the C++
+        runtime ("terminate called without an active exception", SIGABRT): a clean stop
+        would report a crash.
+        """
+        if dist.is_available() and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
 
     def _reduce(self, values: Sequence[float], op: Any) -> list[float]:
         t = torch.tensor(list(values), dtype=torch.float64)

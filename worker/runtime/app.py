@@ -56,6 +56,7 @@ class App:
     def close(self) -> None:
         """Release clients (the consumer leaves its group without committing)."""
         _close_pipeline(self.pipeline)
+        Ranks.leave()  # trainer ranks: leave the process group before the process exits
 
 
 def redis_client(settings: Settings, timeout_s: float | None = None) -> Any:

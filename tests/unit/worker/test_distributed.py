@@ -60,6 +60,13 @@ def train(rank: int, world: int, out: Path) -> None:
     np.savez(out / f"rank{rank}-of-{world}.npz",
              vectors=lin.model.export(len(table), table.semantic), stamps=lin.row_stamp,
              prior=lin.model.prior())
+    if world > 1:
+        # Leave the group before the process exits: gloo's threads still running at exit
+        # abort it ("terminate called without an active exception", SIGABRT).
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @pytest.mark.slow

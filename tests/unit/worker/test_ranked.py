@@ -92,6 +92,8 @@ def run_rank(rank: int, world: int, out: Path) -> None:
     np.savez(out / f"rank{rank}.npz", ids=np.array(ids)[order], vectors=vectors[order],
              versions=np.array(store.versions("a")), outcomes=np.array(outcomes),
              local_first=np.array(ids[:5]))
+    dist.barrier()  # leave the group before exiting: gloo threads alive at exit abort it
+    dist.destroy_process_group()
 
 
 def _text(text: str) -> np.ndarray:
