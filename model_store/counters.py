@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.redis_client import replicated_pipeline, run_replicated
+from model_store.redis_client import run_script
 from model_store.redis_store import translate_errors
 
 __all__ = ["MemoryCounters", "RedisCounters"]
@@ -67,11 +67,8 @@ class RedisCounters:
         for (arm, etype), n in arms.items():
             if n:
                 args += [4, f"{arm}:{etype}", n]
-        if not self.replicas:
-            return bool(self._apply(keys=key_list, args=args))
-        pipe = replicated_pipeline(self.client, key_list[1])
-        self._apply(keys=key_list, args=args, client=pipe)
-        return bool(run_replicated(pipe, self.client, self.replicas, self.replica_wait_s)[0])
+        return bool(run_script(self._apply, self.client, key_list, args, self.replicas,
+                               self.replica_wait_s))
 
     def item_stats(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(impressions, clicks) per item, zeros for unseen items."""

@@ -17,7 +17,7 @@ import redis
 from model_store.base import StoreUnavailable
 
 __all__ = ["connect", "is_readonly", "replicated_pipeline", "run_replicated",
-           "translate_errors"]
+           "run_script", "translate_errors"]
 
 _T = TypeVar("_T")
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
@@ -98,6 +98,16 @@ def run_replicated(pipe: Any, client: Any, replicas: int, timeout_s: float) -> l
         raise StoreUnavailable(f"Redis unavailable: {out[-1]} of {replicas} replicas "
                                f"acknowledged the write within {timeout_s} s")
     return list(out[:-1])
+
+
+def run_script(script: Any, client: Any, keys: list[str], args: list[Any], replicas: int,
+               timeout_s: float) -> Any:
+    """Run a registered Lua script; with ``replicas``, wait for them (:func:`run_replicated`)."""
+    if not replicas:
+        return script(keys=keys, args=args)
+    pipe = replicated_pipeline(client, keys[0])
+    script(keys=keys, args=args, client=pipe)
+    return run_replicated(pipe, client, replicas, timeout_s)[0]
 
 
 def _refresh_routes(client: Any) -> None:

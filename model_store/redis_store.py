@@ -31,6 +31,7 @@ from model_store.redis_client import (
     is_readonly,
     replicated_pipeline,
     run_replicated,
+    run_script,
     translate_errors,
 )
 from model_store.redis_scripts import FLIP, ROLLBACK
@@ -118,16 +119,15 @@ class RedisVectorStore:
             pipe.hset(vec_key, mapping={ids[k]: raw[k * row:(k + 1) * row]
                                         for k in range(start, stop)})
         pipe.hset(f"{base}meta:{version}", mapping=_info_to_hash(info))
-        self._execute(pipe)
+        if self.replicas:
+            run_replicated(pipe, self.client, self.replicas, self.replica_wait_s)
+        else:
+            pipe.execute()
         flip_keys = [base + "current", base + "versions", base + "pinned", base + "layers"]
-        flip_args: list[str | int] = [version, self.retention, base, parent or ""]
+        flip_args = [version, self.retention, base, parent or ""]
         try:
-            if self.replicas:
-                flip = replicated_pipeline(self.client, base)
-                self._flip(keys=flip_keys, args=flip_args, client=flip)
-                self._execute(flip)
-            else:
-                self._flip(keys=flip_keys, args=flip_args)
+            run_script(self._flip, self.client, flip_keys, flip_args, self.replicas,
+                       self.replica_wait_s)
         except redis.ResponseError as exc:
             if is_readonly(exc):
                 raise  # a failover: nothing ran; the next flip's clean-up removes the keys
@@ -137,11 +137,6 @@ class RedisVectorStore:
             if "STALE" in str(exc):
                 raise StaleParentError(f"arm {arm!r}: {parent!r} is no longer current") from exc
             raise
-
-    def _execute(self, pipe: Any) -> list[Any]:
-        if self.replicas:
-            return run_replicated(pipe, self.client, self.replicas, self.replica_wait_s)
-        return list(pipe.execute())
 
     def lookup(self, arm: str, ids: Sequence[str]) -> tuple[str | None, np.ndarray, np.ndarray]:
         """Pointer and vectors read in one transaction; retried if the pointer moved."""
@@ -239,12 +234,8 @@ class RedisVectorStore:
         base = self.base(arm)
         keys = [base + "current", base + "versions", base + "pinned"]
         try:
-            if self.replicas:
-                pipe = replicated_pipeline(self.client, base)
-                self._rollback(keys=keys, client=pipe)
-                got = self._execute(pipe)[0]
-            else:
-                got = self._rollback(keys=keys)
+            got = run_script(self._rollback, self.client, keys, [], self.replicas,
+                             self.replica_wait_s)
         except redis.ResponseError as exc:
             if is_readonly(exc):
                 raise  # a failover: an outage, not a refusal

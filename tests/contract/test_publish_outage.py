@@ -43,12 +43,18 @@ def version_keys(client, store: RedisVectorStore, arm: str) -> set[str]:
     return {k for k in names if k.startswith(("vec:", "meta:"))}
 
 
-def test_an_outage_before_the_flip_leaves_the_old_version_and_no_orphan(client, uid):
+def v2_cut_at_flip(client, uid, after: bool) -> RedisVectorStore:
+    """A store whose arm holds v1, and whose publish of v2 lost Redis at its flip."""
     store = RedisVectorStore(client, prefix=f"t_{uid}", retention=3)
     store.publish("fresh", "v1", IDS, vecs(50, 4, 1.0), info("v1", 50, 4))
-    cut_at_flip(store, after=False)
+    cut_at_flip(store, after=after)
     with pytest.raises(StoreUnavailable):
         store.publish("fresh", "v2", IDS, vecs(50, 4, 2.0), info("v2", 50, 4))
+    return store
+
+
+def test_an_outage_before_the_flip_leaves_the_old_version_and_no_orphan(client, uid):
+    store = v2_cut_at_flip(client, uid, after=False)
     version, got, found = store.lookup("fresh", IDS)
     assert version == "v1" and found.all()
     np.testing.assert_array_equal(got, vecs(50, 4, 1.0))
@@ -58,11 +64,7 @@ def test_an_outage_before_the_flip_leaves_the_old_version_and_no_orphan(client, 
 
 
 def test_an_outage_after_the_flip_is_current_and_the_next_delta_is_refused(client, uid):
-    store = RedisVectorStore(client, prefix=f"t_{uid}", retention=3)
-    store.publish("fresh", "v1", IDS, vecs(50, 4, 1.0), info("v1", 50, 4))
-    cut_at_flip(store, after=True)
-    with pytest.raises(StoreUnavailable):
-        store.publish("fresh", "v2", IDS, vecs(50, 4, 2.0), info("v2", 50, 4))
+    store = v2_cut_at_flip(client, uid, after=True)
     assert store.current("fresh").version == "v2"  # it ran: readers see v2, whole
     _, got, _ = store.lookup("fresh", IDS)
     np.testing.assert_array_equal(got, vecs(50, 4, 2.0))
@@ -78,11 +80,7 @@ def test_an_outage_after_the_flip_is_current_and_the_next_delta_is_refused(clien
 def test_a_restarted_publisher_may_reuse_the_name_of_a_version_that_never_flipped(client, uid):
     # The publisher is killed (or loses Redis) after writing v2 and before its flip; restored
     # from a checkpoint taken before, it names its next version v2 again.
-    store = RedisVectorStore(client, prefix=f"t_{uid}", retention=3)
-    store.publish("fresh", "v1", IDS, vecs(50, 4, 1.0), info("v1", 50, 4))
-    cut_at_flip(store, after=False)
-    with pytest.raises(StoreUnavailable):
-        store.publish("fresh", "v2", IDS, vecs(50, 4, 2.0), info("v2", 50, 4))
+    store = v2_cut_at_flip(client, uid, after=False)
     store.publish("fresh", "v2", IDS, vecs(50, 4, 5.0), info("v2", 50, 4))
     _, got, _ = store.lookup("fresh", IDS)
     np.testing.assert_array_equal(got, vecs(50, 4, 5.0))  # the new v2, whole

@@ -179,16 +179,7 @@ def test_context_vectors_learn_which_item_follows_which():
     def final_loss(context_vectors: bool) -> float:
         model = FreshRecModel(4, 8, capacity=n, seed=0, history_len=1,
                               context_vectors=context_vectors)
-        dense = torch.optim.Adam(model.dense_parameters(), lr=0.05)
-        sparse = torch.optim.SparseAdam(model.sparse_parameters(), lr=0.05)
-        for _ in range(300):
-            loss = F.binary_cross_entropy_with_logits(model(items, hist, mask, semantic), labels)
-            dense.zero_grad()
-            sparse.zero_grad()
-            loss.backward()
-            dense.step()
-            sparse.step()
-        return float(loss)
+        return fit(model, semantic, items, hist, mask, labels, 300)[-1]
 
     assert final_loss(True) < 0.5 * final_loss(False)
 
